@@ -1,0 +1,33 @@
+"""pgfleet: a fast, fair, resilient PostgreSQL connection pool for threads and asyncio."""
+
+from pgfleet._async import AsyncConnectionGuard, AsyncManager, AsyncPool, AsyncPostgresManager
+from pgfleet._core import PoolStats
+from pgfleet._sync import ConnectionGuard, Manager, Pool, PostgresManager
+from pgfleet._version import __version__
+from pgfleet.errors import (
+    CommitOutcomeUnknown,
+    DatabaseUnavailable,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TooManyRequests,
+)
+
+__all__ = [
+    "AsyncConnectionGuard",
+    "AsyncManager",
+    "AsyncPool",
+    "AsyncPostgresManager",
+    "CommitOutcomeUnknown",
+    "ConnectionGuard",
+    "DatabaseUnavailable",
+    "Manager",
+    "Pool",
+    "PoolClosed",
+    "PoolError",
+    "PoolStats",
+    "PoolTimeout",
+    "PostgresManager",
+    "TooManyRequests",
+    "__version__",
+]

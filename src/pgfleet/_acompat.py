@@ -1,0 +1,271 @@
+"""The few primitives that differ between the asyncio and the threaded shell.
+
+The asyncio source under ``_async/`` uses the ``Async*`` names and the ``a*``
+functions; ``tools/gen_sync.py`` renames them to the plain names below when it
+writes the threaded twin under ``_sync/``. Nothing else differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from pgfleet._core import state
+
+T = TypeVar("T")
+
+#: What a wire generator waits for, and what is ready (bit flags).
+WAIT_R = 1
+WAIT_W = 2
+WAIT_RW = WAIT_R | WAIT_W
+
+monotonic = time.monotonic
+
+
+# -- the engine's lock ------------------------------------------------------------------
+
+
+class AsyncCoreLock:
+    """No lock: an asyncio shell calls the engine from one thread and never awaits inside."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+CoreLock = threading.Lock
+
+
+# -- a queued caller --------------------------------------------------------------------
+
+
+class AsyncWaiter(state.Waiter):
+    """A queued caller of an asyncio pool, woken through a future."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake(self) -> None:
+        """Wake the caller (its outcome is already set)."""
+        if not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True when woken."""
+        if timeout <= 0:
+            return self._future.done()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._future), timeout)
+        except TimeoutError:
+            return self._future.done()
+        return True
+
+
+class Waiter(state.Waiter):
+    """A queued caller of a threaded pool, parked on a lock of its own."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        # A plain lock held from birth: wake() releases it. The cheapest way to park
+        # one thread in CPython (an Event is a Condition around a lock like this).
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def wake(self) -> None:
+        """Wake the caller (its outcome is already set)."""
+        try:
+            self._lock.release()
+        except RuntimeError:  # woken twice
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True when woken."""
+        return self._lock.acquire(timeout=max(timeout, 0.0))
+
+
+# -- an event ---------------------------------------------------------------------------
+
+
+class AsyncEvent:
+    """An asyncio event with a timed wait."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds (forever when None); True when set."""
+        if timeout is None:
+            await self._event.wait()
+            return True
+        try:
+            await asyncio.wait_for(self._event.wait(), max(timeout, 0.0))
+        except TimeoutError:
+            return self._event.is_set()
+        return True
+
+
+class Event:
+    """A threading event with the same interface as `AsyncEvent`."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds (forever when None); True when set."""
+        return self._event.wait(None if timeout is None else max(timeout, 0.0))
+
+
+# -- background work --------------------------------------------------------------------
+
+
+class AsyncWorkers:
+    """Background tasks of one pool, tracked so that close() leaves none behind."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in the background."""
+        task = asyncio.get_running_loop().create_task(fn(*args), name=f"{self._name}-{fn.__name__}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def join(self, timeout: float) -> bool:
+        """Wait for the running work; cancel what is left after `timeout`. True if all ended."""
+        pending = {t for t in self._tasks if t is not asyncio.current_task()}
+        if not pending:
+            return True
+        _, pending = await asyncio.wait(pending, timeout=max(timeout, 0.0))
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+        return not pending
+
+
+class Workers:
+    """Background threads of one pool, tracked so that close() leaves none behind."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in a daemon thread."""
+
+        def run() -> None:
+            try:
+                fn(*args)
+            finally:
+                with self._lock:
+                    self._threads.discard(thread)
+
+        thread = threading.Thread(target=run, name=f"{self._name}-{fn.__name__}", daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the running threads. True if all ended."""
+        deadline = monotonic() + max(timeout, 0.0)
+        with self._lock:
+            threads = [t for t in self._threads if t is not threading.current_thread()]
+        for thread in threads:
+            thread.join(max(deadline - monotonic(), 0.0))
+        return not any(t.is_alive() for t in threads)
+
+
+# -- waiting, sleeping, bounding -------------------------------------------------------
+
+
+async def await_fd(fd: int, want: int, timeout: float) -> int:
+    """Wait until `fd` is ready for `want` (WAIT_R/WAIT_W) or `timeout`; the ready flags."""
+    if timeout <= 0:
+        return _poll_fd(fd, want, 0.0)
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[int] = loop.create_future()
+
+    def ready(flag: int) -> None:
+        if not future.done():
+            future.set_result(flag)
+
+    if want & WAIT_R:
+        loop.add_reader(fd, ready, WAIT_R)
+    if want & WAIT_W:
+        loop.add_writer(fd, ready, WAIT_W)
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except TimeoutError:
+        return 0
+    finally:
+        if want & WAIT_R:
+            loop.remove_reader(fd)
+        if want & WAIT_W:
+            loop.remove_writer(fd)
+
+
+def wait_fd(fd: int, want: int, timeout: float) -> int:
+    """Wait until `fd` is ready for `want` (WAIT_R/WAIT_W) or `timeout`; the ready flags."""
+    return _poll_fd(fd, want, max(timeout, 0.0))
+
+
+def _poll_fd(fd: int, want: int, timeout: float) -> int:
+    rlist = [fd] if want & WAIT_R else []
+    wlist = [fd] if want & WAIT_W else []
+    readable, writable, _ = select.select(rlist, wlist, [], timeout)
+    return (WAIT_R if readable else 0) | (WAIT_W if writable else 0)
+
+
+async def asleep(seconds: float) -> None:
+    """Sleep (asyncio)."""
+    await asyncio.sleep(seconds)
+
+
+sleep = time.sleep
+
+
+async def abounded(awaitable: Awaitable[T], timeout: float) -> T:
+    """Await under a deadline: TimeoutError after `timeout` seconds."""
+    return await asyncio.wait_for(awaitable, max(timeout, 0.0))
+
+
+def bounded(value: T, timeout: float) -> T:
+    """The threaded twin of `abounded`: blocking calls bound themselves (connect_timeout)."""
+    return value

@@ -1,0 +1,133 @@
+"""Validated pool settings, from arguments or from ``PGFLEET_*`` environment variables."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from pgfleet._core import Backoff, CoreSettings
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Everything that shapes a pool's behaviour, checked once at construction."""
+
+    min_size: int = 4
+    max_size: int | None = None
+    timeout: float = 30.0
+    max_waiting: int = 0
+    max_lifetime: float | None = 3600.0
+    max_idle: float | None = 600.0
+    check_after_idle: float | None = 1.0
+    leak_timeout: float | None = None
+    connect_timeout: float = 10.0
+    reset_timeout: float = 5.0
+    max_connecting: int = 2
+    fail_fast: bool = True
+    reconnect_delay: float = 0.1
+    reconnect_max_delay: float = 2.0
+
+    def __post_init__(self) -> None:
+        _int("min_size", self.min_size, 0)
+        if self.max_size is None:
+            object.__setattr__(self, "max_size", max(self.min_size, 1))
+        _int("max_size", self.max_size, 1)
+        assert self.max_size is not None
+        if self.max_size < self.min_size:
+            raise ValueError(
+                f"max_size must be >= min_size, got max_size={self.max_size},"
+                f" min_size={self.min_size}"
+            )
+        _seconds("timeout", self.timeout)
+        _int("max_waiting", self.max_waiting, 0)
+        _seconds("max_lifetime", self.max_lifetime, optional=True)
+        _seconds("max_idle", self.max_idle, optional=True)
+        _seconds("check_after_idle", self.check_after_idle, optional=True, zero=True)
+        _seconds("leak_timeout", self.leak_timeout, optional=True)
+        _seconds("connect_timeout", self.connect_timeout)
+        _seconds("reset_timeout", self.reset_timeout)
+        _int("max_connecting", self.max_connecting, 1)
+        if not isinstance(self.fail_fast, bool):
+            raise TypeError(f"fail_fast must be a bool, got {self.fail_fast!r}")
+        _seconds("reconnect_delay", self.reconnect_delay)
+        _seconds("reconnect_max_delay", self.reconnect_max_delay)
+        if self.reconnect_max_delay < self.reconnect_delay:
+            raise ValueError("reconnect_max_delay must be >= reconnect_delay")
+
+    def core(self) -> CoreSettings:
+        """The engine's view of these settings."""
+        assert self.max_size is not None
+        return CoreSettings(
+            min_size=self.min_size,
+            max_size=self.max_size,
+            max_waiting=self.max_waiting,
+            max_lifetime=self.max_lifetime,
+            max_idle=self.max_idle,
+            check_after_idle=self.check_after_idle,
+            max_connecting=self.max_connecting,
+            leak_timeout=self.leak_timeout,
+            fail_fast=self.fail_fast,
+            backoff=Backoff(self.reconnect_delay, self.reconnect_max_delay),
+        )
+
+    @classmethod
+    def env_overrides(
+        cls, prefix: str = "PGFLEET_", environ: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Settings found in ``{prefix}{NAME}`` variables (``PGFLEET_MAX_SIZE=20``).
+
+        ``none`` (any case) means None for the settings that accept it. A bad value
+        raises ValueError naming the variable, the value and what was expected.
+        """
+        env = os.environ if environ is None else environ
+        found: dict[str, Any] = {}
+        for f in fields(cls):
+            variable = f"{prefix}{f.name.upper()}"
+            raw = env.get(variable)
+            if raw is None:
+                continue
+            kind = str(f.type)
+            text = raw.strip()
+            try:
+                if "None" in kind and text.lower() == "none":
+                    found[f.name] = None
+                elif kind.startswith("bool"):
+                    found[f.name] = _parse_bool(text)
+                elif kind.startswith("int"):
+                    found[f.name] = int(text)
+                else:
+                    found[f.name] = float(text)
+            except ValueError:
+                expected = kind.replace(" | None", " or 'none'")
+                raise ValueError(f"{variable}={raw!r} is not valid: expected {expected}") from None
+        return found
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(text)
+
+
+def _int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _seconds(name: str, value: object, *, optional: bool = False, zero: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        allowed = "a number of seconds" + (" or None" if optional else "")
+        raise TypeError(f"{name} must be {allowed}, got {value!r}")
+    if math.isnan(value) or value < 0 or (value == 0 and not zero):
+        bound = ">= 0" if zero else "> 0"
+        raise ValueError(f"{name} must be {bound} seconds, got {value}")

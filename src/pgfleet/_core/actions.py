@@ -1,0 +1,63 @@
+"""What the engine asks a shell to do. Each action is a small frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pgfleet._core.state import Entry, Waiter
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Open one new connection, then report `connected` or `connect_failed`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Check this idle connection (taken out of the idle set), then report `checked`."""
+
+    entry: Entry[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close this connection; the engine has already forgotten it."""
+
+    entry: Entry[Any]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """Wake this waiter: its outcome (``waiter.outcome``) is now this entry."""
+
+    waiter: Waiter
+    entry: Entry[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Wake this waiter: its outcome (``waiter.outcome``) is now this error."""
+
+    waiter: Waiter
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class ReportLeak:
+    """This connection has been lent for longer than ``leak_timeout``."""
+
+    entry: Entry[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Wakeup:
+    """The next deadline moved earlier: the maintenance loop should tick now."""
+
+
+#: The one `Wakeup` instance (it carries nothing).
+WAKEUP = Wakeup()
+
+Action = Connect | Check | Close | HandOff | Fail | ReportLeak | Wakeup

@@ -1,0 +1,9 @@
+# WARNING: this file is generated from src/pgfleet/_async/__init__.py by tools/gen_sync.py.
+# Do not edit it: edit the source and run `python tools/gen_sync.py`.
+
+"""The asyncio shell: the source the threaded shell is generated from."""
+
+from pgfleet._sync.manager import Manager, PostgresManager
+from pgfleet._sync.pool import ConnectionGuard, Pool
+
+__all__ = ["ConnectionGuard", "Manager", "Pool", "PostgresManager"]

@@ -1,0 +1,186 @@
+# WARNING: this file is generated from src/pgfleet/_async/manager.py by tools/gen_sync.py.
+# Do not edit it: edit the source and run `python tools/gen_sync.py`.
+
+"""The Manager protocol and the PostgreSQL manager for threaded pools.
+
+A manager is the pool's only door to the resource: it knows how to open, check,
+judge, reset and close one connection. The pool decides *when*; the manager
+knows *how*. Anything with these five methods can be pooled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+from psycopg import pq
+
+from pgfleet import _pgwire
+from pgfleet._acompat import bounded, monotonic, wait_fd
+from pgfleet._conninfo import ConnTarget
+
+T = TypeVar("T")
+
+ConnectionCallback = Callable[[psycopg.Connection[Any]], Awaitable[None]]
+
+
+class Manager(Protocol[T]):
+    """How an threaded pool makes, tests, resets and closes one resource of type `T`."""
+
+    def connect(self, timeout: float) -> T:
+        """Open a new resource within `timeout` seconds, or raise."""
+        ...
+
+    def check(self, conn: T, timeout: float) -> None:
+        """Raise unless `conn` works; may do I/O, bounded by `timeout`."""
+        ...
+
+    def is_broken(self, conn: T) -> bool:
+        """True when `conn` is certainly unusable. Cheap: no round trip."""
+        ...
+
+    def reset(self, conn: T, timeout: float) -> None:
+        """Make a returned `conn` fit to lend again, or raise to have it discarded."""
+        ...
+
+    def close(self, conn: T) -> None:
+        """Close `conn`; never raises."""
+        ...
+
+
+_OK = pq.ConnStatus.OK
+_IDLE = pq.TransactionStatus.IDLE
+_UNUSABLE = (pq.TransactionStatus.ACTIVE, pq.TransactionStatus.UNKNOWN)
+_IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+
+
+class PostgresManager:
+    """Connections made by psycopg's `Connection` (or a subclass).
+
+    Connects with a connect timeout and TCP keepalives on by default; judges a
+    returned connection by its own state, never by the exception that escaped;
+    pings and rolls back under a deadline, whatever the network does.
+
+    Args:
+        conninfo: a ``postgresql://`` URL or a ``key=value`` string; None reads
+            ``DATABASE_URL``, else libpq's own ``PG*`` environment.
+        kwargs: more `psycopg.Connection.connect` arguments (``autocommit``,
+            ``row_factory``, connection parameters such as ``sslmode``).
+        connection_class: the class whose ``connect`` opens connections.
+        configure: ``fn(conn)`` run once on each new connection.
+        reset: ``fn(conn)`` run on each returned connection, after the rollback.
+        check: ``fn(conn)`` replacing the built-in ping.
+        connect_timeout: seconds one connection attempt may take.
+    """
+
+    def __init__(
+        self,
+        conninfo: str | None = None,
+        *,
+        kwargs: Mapping[str, Any] | None = None,
+        connection_class: type[psycopg.Connection[Any]] = psycopg.Connection,
+        configure: ConnectionCallback | None = None,
+        reset: ConnectionCallback | None = None,
+        check: ConnectionCallback | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.target = ConnTarget.resolve(conninfo, kwargs)
+        self.connection_class = connection_class
+        self._configure = configure
+        self._reset = reset
+        self._check = check
+        self.connect_timeout = connect_timeout
+        self._probes = _pgwire.SocketProbes()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.target}>"
+
+    def connect(self, timeout: float) -> psycopg.Connection[Any]:
+        """Open, configure and return a new connection within `timeout` seconds."""
+        timeout = min(timeout, self.connect_timeout)
+        # libpq counts connect_timeout in whole seconds, at least 2; our own bound is exact.
+        libpq_timeout = max(2, math.ceil(timeout))
+        conn = bounded(
+            self.connection_class.connect(
+                self.target.conninfo,
+                connect_timeout=libpq_timeout,
+                **self.target.connect_kwargs,
+            ),
+            timeout,
+        )
+        if self._configure is not None:
+            try:
+                self._configure(conn)
+                if conn.info.transaction_status in _IN_TRANSACTION:
+                    conn.rollback()
+            except BaseException:
+                self.close(conn)
+                raise
+        return conn
+
+    def check(self, conn: psycopg.Connection[Any], timeout: float) -> None:
+        """Ping the server (an empty query) within `timeout`, or raise."""
+        if self._check is not None:
+            bounded(self._check(conn), timeout)
+            return
+        self._drive(conn, b"", timeout)
+
+    def is_broken(self, conn: psycopg.Connection[Any]) -> bool:
+        """Judge from the connection's own state: closed, bad status, mid-query, lost socket."""
+        pgconn = conn.pgconn
+        if pgconn.status != _OK or pgconn.transaction_status in _UNUSABLE:
+            return True
+        return self._probes.says_broken(pgconn)
+
+    def reset(self, conn: psycopg.Connection[Any], timeout: float) -> None:
+        """Roll back a transaction left open, then run the user's reset callback.
+
+        Raises (so the pool discards the connection) when it came back closed or in
+        the middle of a query or a COPY: its state is unknown.
+        """
+        pgconn = conn.pgconn
+        # libpq reports UNKNOWN for a connection that is not OK: one call tells all.
+        status = pgconn.transaction_status
+        if status == _IDLE:
+            if self._reset is None:
+                return  # the common case: nothing to undo
+        elif status in _IN_TRANSACTION:
+            self._drive(conn, b"ROLLBACK", timeout)
+        else:
+            raise psycopg.OperationalError(
+                f"the connection came back unusable (status {pq.ConnStatus(pgconn.status).name},"
+                f" transaction {pq.TransactionStatus(status).name})"
+            )
+        if self._reset is not None:
+            bounded(self._reset(conn), timeout)
+            if conn.pgconn.transaction_status != _IDLE:
+                raise psycopg.ProgrammingError(
+                    "the reset callback left the connection inside a transaction"
+                )
+
+    def close(self, conn: psycopg.Connection[Any]) -> None:
+        """Close the connection (sends Terminate; never waits for the server)."""
+        self._probes.forget(conn.pgconn)
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+    def _drive(self, conn: psycopg.Connection[Any], query: bytes, timeout: float) -> None:
+        """Run one bounded wire exchange on `conn` (see `pgfleet._pgwire`)."""
+        deadline = monotonic() + timeout
+        pgconn = conn.pgconn
+        exchange = _pgwire.exchange(pgconn, query)
+        try:
+            want = next(exchange)
+            while True:
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no answer from the server within {timeout:.3g} s")
+                ready = wait_fd(pgconn.socket, want, remaining)
+                if ready:
+                    want = exchange.send(ready)
+        except StopIteration:
+            return

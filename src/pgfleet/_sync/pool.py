@@ -1,0 +1,600 @@
+# WARNING: this file is generated from src/pgfleet/_async/pool.py by tools/gen_sync.py.
+# Do not edit it: edit the source and run `python tools/gen_sync.py`.
+
+"""`Pool`: the asyncio shell around the pool engine.
+
+This file is the source of truth for the threaded `Pool` too:
+``tools/gen_sync.py`` writes ``_sync/pool.py`` from it by renaming. The shell
+calls the engine under its lock (a no-op for asyncio: the engine never awaits),
+then carries out the returned actions outside the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+import warnings
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import Any, Generic, Self
+
+import psycopg
+from typing_extensions import TypeVar
+
+from pgfleet._acompat import (
+    CoreLock,
+    Event,
+    Waiter,
+    Workers,
+    monotonic,
+)
+from pgfleet._config import PoolSettings
+from pgfleet._core import (
+    Action,
+    Check,
+    Close,
+    Connect,
+    Entry,
+    Fail,
+    HandOff,
+    PoolCore,
+    PoolStats,
+    ReportLeak,
+    Wakeup,
+)
+from pgfleet._sync.manager import ConnectionCallback, Manager, PostgresManager
+from pgfleet.errors import PoolClosed, PoolTimeout
+
+logger = logging.getLogger("pgfleet")
+
+#: The fast path looks at a connection's socket (``is_broken``) only when it came
+#: back longer ago than this. A zero-timeout probe sees only what has already
+#: arrived: news of a server gone within the last millisecond is still on its way,
+#: so probing fresher connections would cost time and prove nothing.
+PROBE_AFTER_IDLE = 0.001
+
+ConnT = TypeVar("ConnT", default=psycopg.Connection[Any])
+
+_pool_numbers = iter(range(1, 1 << 62))
+_live_pools: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
+#: Connections inherited from a parent process: never closed, never collected.
+_ORPHANS: list[Any] = []
+
+
+def _forget_parent_connections() -> None:
+    for pool in list(_live_pools):
+        pool._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_parent_connections)
+
+
+class Pool(Generic[ConnT]):
+    """A pool of connections for threaded programs.
+
+    Args:
+        conninfo: where to connect (URL or ``key=value``); None reads ``DATABASE_URL``,
+            else libpq's ``PG*`` environment.
+        kwargs: more `psycopg.Connection.connect` arguments.
+        manager: pool anything: an `Manager` replaces the PostgreSQL manager.
+        min_size: connections kept open even when idle.
+        max_size: the most connections open at once (default: ``min_size``).
+        timeout: seconds a checkout may wait by default.
+        max_waiting: the most callers queued at once (0: unbounded); beyond it,
+            `TooManyRequests`.
+        max_lifetime: seconds after which a connection is replaced (with up to 10%
+            jitter, never later).
+        max_idle: seconds an idle connection above ``min_size`` is kept.
+        check_after_idle: ping a connection at checkout only if it sat idle longer
+            than this (0: always; None: never).
+        configure, reset, check: ``fn(conn)`` callbacks, as in psycopg_pool.
+        leak_timeout: warn (with the checkout stack) about a connection held longer.
+        name: the pool's name in logs, errors and metrics.
+        open: open at construction (needs a running loop; prefer ``with``).
+        connect_timeout: seconds one connection attempt may take.
+        reset_timeout: seconds the rollback of a returned connection may take.
+        max_connecting: the most connection attempts at once.
+        fail_fast: while the database is known down, fail checkouts at once with
+            `DatabaseUnavailable` instead of waiting out the timeout.
+        reconnect_delay, reconnect_max_delay: back-off bounds between attempts.
+    """
+
+    def __init__(
+        self,
+        conninfo: str | None = None,
+        *,
+        kwargs: Mapping[str, Any] | None = None,
+        manager: Manager[ConnT] | None = None,
+        min_size: int = 4,
+        max_size: int | None = None,
+        timeout: float = 30.0,
+        max_waiting: int = 0,
+        max_lifetime: float | None = 3600.0,
+        max_idle: float | None = 600.0,
+        check_after_idle: float | None = 1.0,
+        configure: ConnectionCallback | None = None,
+        reset: ConnectionCallback | None = None,
+        check: ConnectionCallback | None = None,
+        leak_timeout: float | None = None,
+        name: str | None = None,
+        open: bool = False,
+        connect_timeout: float = 10.0,
+        reset_timeout: float = 5.0,
+        max_connecting: int = 2,
+        fail_fast: bool = True,
+        reconnect_delay: float = 0.1,
+        reconnect_max_delay: float = 2.0,
+    ) -> None:
+        self.settings = PoolSettings(
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            max_waiting=max_waiting,
+            max_lifetime=max_lifetime,
+            max_idle=max_idle,
+            check_after_idle=check_after_idle,
+            leak_timeout=leak_timeout,
+            connect_timeout=connect_timeout,
+            reset_timeout=reset_timeout,
+            max_connecting=max_connecting,
+            fail_fast=fail_fast,
+            reconnect_delay=reconnect_delay,
+            reconnect_max_delay=reconnect_max_delay,
+        )
+        if manager is not None:
+            if conninfo is not None or kwargs or configure or reset or check:
+                raise TypeError(
+                    "pass either a manager or conninfo/kwargs/configure/reset/check, not both"
+                )
+            self.manager: Manager[ConnT] = manager
+        else:
+            self.manager = PostgresManager(  # type: ignore[assignment]
+                conninfo,
+                kwargs=kwargs,
+                configure=configure,
+                reset=reset,
+                check=check,
+                connect_timeout=connect_timeout,
+            )
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
+        self.name = name or f"pool-{next(_pool_numbers)}"
+        self.timeout = self.settings.timeout
+        self._core: PoolCore[ConnT] = PoolCore(self.settings.core(), name=self.name)
+        self._lock = CoreLock()
+        self._workers = Workers(self.name)
+        self._wakeup = Event()
+        self._state_changed = Event()
+        self._checkout_stacks: dict[int, str] = {}
+        self._forked = False
+        self._opened = False
+        self._closed = False
+        _live_pools.add(self)
+        if open:
+            self._open_now()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._opened else "new"
+        return f"<{type(self).__name__} {self.name!r} {state} {self.manager!r}>"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def open(self, wait: bool = True, timeout: float = 30.0) -> None:
+        """Start the pool; with `wait`, until ``min_size`` connections are ready.
+
+        Raises `PoolTimeout` (chaining the last connection error) when the pool
+        is not filled within `timeout`; the pool stays open and keeps trying.
+        """
+        self._open_now()
+        if wait:
+            self.wait(timeout)
+
+    def _open_now(self) -> None:
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} was closed and cannot be reopened")
+        if self._opened:
+            return
+        with self._lock:
+            actions = self._core.open(monotonic())
+        self._opened = True
+        self._workers.spawn(self._maintain)
+        self._run_nowait(actions)
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Wait until ``min_size`` connections are ready, or raise `PoolTimeout`."""
+        deadline = monotonic() + timeout
+        while True:
+            with self._lock:
+                ready = len(self._core.idle) + len(self._core.lent)
+                enough = ready >= self.settings.min_size
+                closed = self._core.closed
+            if closed:
+                raise PoolClosed(f"pool {self.name!r} is closed")
+            if enough:
+                return
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise self._timeout_error(timeout, f"{ready} of {self.settings.min_size} ready")
+            self._state_changed.clear()
+            self._state_changed.wait(min(remaining, 0.5))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop lending, fail the waiters, wait up to `timeout` for lent connections, close all.
+
+        Idempotent. Leaves no background task behind.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            actions = self._core.close(monotonic())
+        self._run(actions)
+        self._wakeup.set()
+        deadline = monotonic() + timeout
+        while True:
+            with self._lock:
+                lent = len(self._core.lent)
+            remaining = deadline - monotonic()
+            if not lent or remaining <= 0:
+                break
+            self._state_changed.clear()
+            self._state_changed.wait(min(remaining, 0.1))
+        with self._lock:
+            actions = self._core.close_lent()
+        if actions:
+            logger.warning(
+                "pool %r: closing %d connection(s) still lent after %.3g s",
+                self.name,
+                len(actions),
+                timeout,
+            )
+        self._run(actions)
+        self._workers.join(max(deadline - monotonic(), 1.0))
+        _live_pools.discard(self)
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` was called."""
+        return self._closed
+
+    def __enter__(self) -> Self:
+        self.open(wait=True, timeout=self.timeout)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- lending ---------------------------------------------------------------------
+
+    def connection(self, timeout: float | None = None) -> ConnectionGuard[ConnT]:
+        """A context manager that lends a connection and always gives it back.
+
+        ``with pool.connection() as conn: ...``. Exceptions raised inside
+        pass through unchanged; the connection is rolled back (or discarded when
+        it was left mid-query) before it is lent again.
+        """
+        return ConnectionGuard(self, timeout)
+
+    def getconn(self, timeout: float | None = None) -> ConnT:
+        """Borrow a connection; give it back with `putconn`."""
+        return (self._checkout(timeout)).conn
+
+    def putconn(self, conn: ConnT) -> None:
+        """Give back a connection borrowed with `getconn`."""
+        entry = self._core.lent.get(id(conn))
+        if entry is None or entry.conn is not conn:
+            raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
+        self._checkin(entry)
+
+    def _checkout(self, timeout: float | None, broken: Entry[ConnT] | None = None) -> Entry[ConnT]:
+        """The slow path of a checkout: queueing, checks, replacing broken connections.
+
+        `broken` is an entry the fast path lent and found broken: dropped first.
+        """
+        if broken is not None:
+            self._discard(broken, "broken")
+        if self._forked:
+            self._start_after_fork()
+        if timeout is None:
+            timeout = self.timeout
+        started = monotonic()
+        deadline = started + timeout
+        while True:
+            with self._lock:
+                entry, actions = self._core.lend_idle(started)
+            if actions:
+                self._run(actions)
+            if entry is None:
+                entry = self._wait_in_queue(started, deadline, timeout)
+            if entry.needs_check:
+                if self._check_before_lending(entry, deadline):
+                    break
+            elif not self.manager.is_broken(entry.conn):
+                break
+            else:
+                self._discard(entry, "broken")
+            started = monotonic()
+        if self.settings.leak_timeout is not None:
+            self._checkout_stacks[entry.number] = "".join(traceback.format_stack(limit=12)[:-3])
+        return entry
+
+    def _wait_in_queue(self, now: float, deadline: float, timeout: float) -> Entry[ConnT]:
+        waiter = Waiter()
+        with self._lock:
+            actions = self._core.enqueue(waiter, now)
+        self._run(actions)
+        try:
+            waiter.wait(deadline - monotonic())
+        except BaseException:
+            # Cancelled (or interrupted) while queued. The engine may have served us at
+            # the same moment: then the entry is ours, unused and clean, and goes back.
+            with self._lock:
+                withdrawn = self._core.cancel(waiter, monotonic(), timed_out=False)
+                outcome = waiter.outcome
+                if not withdrawn and isinstance(outcome, Entry):
+                    self._run_nowait(self._core.release(outcome, monotonic()))
+            raise
+        with self._lock:
+            self._core.cancel(waiter, monotonic())  # a no-op when an outcome was set
+        outcome = waiter.outcome
+        if isinstance(outcome, Entry):
+            return outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        raise self._timeout_error(timeout, "waited in the queue")
+
+    def _check_before_lending(self, entry: Entry[ConnT], deadline: float) -> bool:
+        """Ping an entry that sat idle (or is suspect); drop it when it fails."""
+        conn = entry.conn
+        ok = False
+        try:
+            if not self.manager.is_broken(conn):
+                self.manager.check(conn, max(deadline - monotonic(), 0.001))
+                ok = True
+        except Exception as exc:
+            logger.info("pool %r: connection failed its check: %s", self.name, _short(exc))
+        finally:
+            if not ok:
+                self._discard(entry, "check_failed")
+        if ok:
+            with self._lock:
+                self._core.check_passed(entry, monotonic())
+        return ok
+
+    def _discard(self, entry: Entry[ConnT], reason: str) -> None:
+        """Drop a lent connection found unusable before use; its elders become suspect."""
+        with self._lock:
+            actions = self._core.discard(entry, monotonic(), reason)
+        self._run(actions)
+
+    def _checkin(self, entry: Entry[ConnT]) -> None:
+        """Reset a returned connection and give it back to the engine (or drop it)."""
+        broken = False
+        try:
+            self.manager.reset(entry.conn, self.settings.reset_timeout)
+        except Exception as exc:
+            logger.info("pool %r: discarding a returned connection: %s", self.name, _short(exc))
+            broken = True
+        except BaseException:
+            # Cancelled in the middle of the rollback: the connection is mid-exchange.
+            with self._lock:
+                actions = self._core.release(entry, monotonic(), broken=True)
+            self._run_nowait(actions)
+            raise
+        with self._lock:
+            actions = self._core.release(entry, monotonic(), broken=broken)
+        if actions:
+            self._run(actions)
+        if self._closed:
+            self._state_changed.set()
+
+    # -- administration ---------------------------------------------------------------
+
+    def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """Change the pool's size bounds."""
+        settings = replace(self.settings, min_size=min_size, max_size=max_size)
+        assert settings.max_size is not None
+        self.settings = settings
+        with self._lock:
+            actions = self._core.resize(settings.min_size, settings.max_size, monotonic())
+        self._run(actions)
+
+    def check(self) -> None:
+        """Check every idle connection now; replace the ones that fail."""
+        with self._lock:
+            actions = self._core.check_all()
+        for action in actions:
+            if isinstance(action, Check):
+                self._check_idle(action.entry)
+
+    def drain(self) -> None:
+        """Replace every connection: idle ones now, lent ones when they come back."""
+        with self._lock:
+            actions = self._core.drain(monotonic())
+        self._run(actions)
+
+    def stats(self) -> PoolStats:
+        """A consistent snapshot of the pool's state, counters and histograms."""
+        with self._lock:
+            return self._core.stats()
+
+    def get_stats(self) -> dict[str, Any]:
+        """The stats under psycopg_pool's key names (for drop-in users)."""
+        return self.stats().as_psycopg_pool_dict()
+
+    # -- actions ---------------------------------------------------------------------
+
+    def _run(self, actions: Sequence[Action]) -> None:
+        """Carry out the engine's actions (outside the lock)."""
+        for action in actions:
+            if isinstance(action, HandOff | Fail):
+                action.waiter.wake()
+            elif isinstance(action, Close):
+                self.manager.close(action.entry.conn)
+                self._checkout_stacks.pop(action.entry.number, None)
+            else:
+                self._dispatch_background(action)
+
+    def _run_nowait(self, actions: Sequence[Action]) -> None:
+        """Like `_run`, with the closes in the background (for sync contexts)."""
+        for action in actions:
+            if isinstance(action, HandOff | Fail):
+                action.waiter.wake()
+            elif isinstance(action, Close):
+                self._workers.spawn(self.manager.close, action.entry.conn)
+            else:
+                self._dispatch_background(action)
+
+    def _dispatch_background(self, action: Action) -> None:
+        if isinstance(action, Connect):
+            self._workers.spawn(self._connect)
+        elif isinstance(action, Check):
+            self._workers.spawn(self._check_idle, action.entry)
+        elif isinstance(action, Wakeup):
+            self._wakeup.set()
+        elif isinstance(action, ReportLeak):
+            self._report_leak(action.entry)
+
+    def _connect(self) -> None:
+        started = monotonic()
+        try:
+            conn = self.manager.connect(self.settings.connect_timeout)
+        except Exception as exc:
+            with self._lock:
+                actions = self._core.connect_failed(exc, monotonic())
+            logger.info("pool %r: connection attempt failed: %s", self.name, _short(exc))
+        else:
+            now = monotonic()
+            with self._lock:
+                actions = self._core.connected(conn, now, now - started)
+        self._state_changed.set()
+        self._run(actions)
+
+    def _check_idle(self, entry: Entry[ConnT]) -> None:
+        ok = False
+        try:
+            if not self.manager.is_broken(entry.conn):
+                self.manager.check(entry.conn, self.settings.connect_timeout)
+                ok = True
+        except Exception as exc:
+            logger.info("pool %r: idle connection failed its check: %s", self.name, _short(exc))
+        with self._lock:
+            actions = self._core.checked(entry, monotonic(), ok=ok)
+        self._run(actions)
+
+    def _maintain(self) -> None:
+        """Sleep until the engine's next deadline (or a wakeup), then tick."""
+        while True:
+            self._wakeup.clear()
+            now = monotonic()
+            with self._lock:
+                if self._core.closed:
+                    return
+                actions, deadline = self._core.tick(now)
+            self._run(actions)
+            self._wakeup.wait(None if deadline == float("inf") else deadline - now)
+
+    def _report_leak(self, entry: Entry[ConnT]) -> None:
+        held = monotonic() - entry.lent_at
+        if entry.state == "lent":
+            stack = self._checkout_stacks.get(entry.number, "(stack not recorded)")
+            logger.warning(
+                "pool %r: connection #%d held for %.1f s (leak_timeout=%s); checked out at:\n%s",
+                self.name,
+                entry.number,
+                held,
+                self.settings.leak_timeout,
+                stack,
+            )
+        else:
+            logger.info(
+                "pool %r: leaked connection #%d came back after %.1f s",
+                self.name,
+                entry.number,
+                held,
+            )
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's connections and machinery, untouched.
+
+        The parent's connections are kept referenced forever (`_ORPHANS`): if they
+        were garbage-collected, libpq would send a Terminate message on the parent's
+        sockets. The child opens its own connections on its next checkout.
+        """
+        _ORPHANS.extend(entry.conn for entry in self._core.forget_all())
+        self._core = PoolCore(self.settings.core(), name=self.name)
+        self._lock = CoreLock()
+        self._workers = Workers(self.name)
+        self._wakeup = Event()
+        self._state_changed = Event()
+        self._checkout_stacks = {}
+        self._forked = self._opened and not self._closed
+        self._opened = False
+
+    def _start_after_fork(self) -> None:
+        self._forked = False
+        self._open_now()
+
+    def _timeout_error(self, timeout: float, what: str) -> PoolTimeout:
+        stats = self._core.stats()
+        error = PoolTimeout(
+            f"pool {self.name!r}: no connection within {timeout:.3g} s ({what}; size={stats.size}"
+            f" idle={stats.idle} in_use={stats.in_use} waiting={stats.waiting}"
+            f" connecting={stats.connecting} max_size={stats.max_size})"
+        )
+        error.__cause__ = self._core.last_error
+        return error
+
+    def __del__(self) -> None:
+        if getattr(self, "_opened", False) and not getattr(self, "_closed", True):
+            warnings.warn(
+                f"{self!r} was never closed; call close() or use it as a context manager",
+                ResourceWarning,
+                stacklevel=2,
+            )
+
+
+class ConnectionGuard(Generic[ConnT]):
+    """Lends a connection for one ``with`` block and always gives it back."""
+
+    __slots__ = ("_entry", "_pool", "_timeout")
+
+    def __init__(self, pool: Pool[ConnT], timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._entry: Entry[ConnT] | None = None
+
+    def __enter__(self) -> ConnT:
+        pool = self._pool
+        now = monotonic()
+        with pool._lock:
+            entry = pool._core.lend_fast(now)
+        if entry is None or (
+            now - entry.verified_at > PROBE_AFTER_IDLE and pool.manager.is_broken(entry.conn)
+        ):
+            entry = pool._checkout(self._timeout, entry)
+        self._entry = entry
+        return entry.conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            self._pool._checkin(entry)
+
+
+def _short(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
