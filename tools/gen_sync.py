@@ -82,7 +82,9 @@ def convert(text: str, source: str) -> str:
 
 def ruff_format(text: str, path: Path) -> str:
     """Format like the rest of the tree (renames shorten lines)."""
-    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    # The ruff installed beside this interpreter first: its version is the pinned one.
+    sibling = Path(sys.executable).parent / "ruff"
+    ruff = str(sibling) if sibling.exists() else shutil.which("ruff") or "ruff"
     result = subprocess.run(
         [ruff, "format", "--stdin-filename", str(path), "-"],
         input=text,

@@ -274,9 +274,10 @@ class AsyncPool(Generic[ConnT]):
     def connection(self, timeout: float | None = None) -> AsyncConnectionGuard[ConnT]:
         """A context manager that lends a connection and always gives it back.
 
-        ``async with pool.connection() as conn: ...``. Exceptions raised inside
-        pass through unchanged; the connection is rolled back (or discarded when
-        it was left mid-query) before it is lent again.
+        ``async with pool.connection() as conn: ...``. As with psycopg_pool, a block
+        that ends cleanly commits the transaction it left open; one that raises is
+        rolled back (or the connection discarded when it was left mid-query), and
+        the exception passes through unchanged.
         """
         return AsyncConnectionGuard(self, timeout)
 
@@ -322,7 +323,9 @@ class AsyncPool(Generic[ConnT]):
                 await self._discard(entry, "broken")
             started = monotonic()
         if self.settings.leak_timeout is not None:
-            self._checkout_stacks[entry.number] = "".join(traceback.format_stack(limit=12)[:-3])
+            # Drop this frame and its one caller (getconn or the guard's __aenter__): the
+            # innermost frame left is the user's line that took the connection.
+            self._checkout_stacks[entry.number] = "".join(traceback.format_stack(limit=12)[:-2])
         return entry
 
     async def _wait_in_queue(self, now: float, deadline: float, timeout: float) -> Entry[ConnT]:
@@ -590,7 +593,15 @@ class AsyncConnectionGuard(Generic[ConnT]):
         tb: TracebackType | None,
     ) -> None:
         entry, self._entry = self._entry, None
-        if entry is not None:
+        if entry is None:
+            return
+        if exc_type is not None:
+            await self._pool._checkin(entry)  # the reset rolls back, under a deadline
+            return
+        try:
+            # As psycopg_pool does: a block that ends cleanly commits its transaction.
+            await self._pool.manager.commit(entry.conn)
+        finally:
             await self._pool._checkin(entry)
 
 

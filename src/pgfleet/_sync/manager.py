@@ -4,8 +4,8 @@
 """The Manager protocol and the PostgreSQL manager for threaded pools.
 
 A manager is the pool's only door to the resource: it knows how to open, check,
-judge, reset and close one connection. The pool decides *when*; the manager
-knows *how*. Anything with these five methods can be pooled.
+judge, commit, reset and close one connection. The pool decides *when*; the
+manager knows *how*. Anything with these six methods can be pooled.
 """
 
 from __future__ import annotations
@@ -41,8 +41,18 @@ class Manager(Protocol[T]):
         """True when `conn` is certainly unusable. Cheap: no round trip."""
         ...
 
+    def commit(self, conn: T) -> None:
+        """Make durable the work of a ``connection()`` block that ended without an error.
+
+        Errors propagate to the caller. A manager with nothing to commit does nothing.
+        """
+        ...
+
     def reset(self, conn: T, timeout: float) -> None:
-        """Make a returned `conn` fit to lend again, or raise to have it discarded."""
+        """Make a returned `conn` fit to lend again, or raise to have it discarded.
+
+        Must raise for a connection left closed or in the middle of an operation.
+        """
         ...
 
     def close(self, conn: T) -> None:
@@ -133,6 +143,11 @@ class PostgresManager:
         if pgconn.status != _OK or pgconn.transaction_status in _UNUSABLE:
             return True
         return self._probes.says_broken(pgconn)
+
+    def commit(self, conn: psycopg.Connection[Any]) -> None:
+        """COMMIT the transaction a ``connection()`` block left open (as psycopg_pool does)."""
+        if conn.pgconn.transaction_status != _IDLE:
+            conn.commit()
 
     def reset(self, conn: psycopg.Connection[Any], timeout: float) -> None:
         """Roll back a transaction left open, then run the user's reset callback.

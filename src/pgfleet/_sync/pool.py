@@ -277,9 +277,10 @@ class Pool(Generic[ConnT]):
     def connection(self, timeout: float | None = None) -> ConnectionGuard[ConnT]:
         """A context manager that lends a connection and always gives it back.
 
-        ``with pool.connection() as conn: ...``. Exceptions raised inside
-        pass through unchanged; the connection is rolled back (or discarded when
-        it was left mid-query) before it is lent again.
+        ``with pool.connection() as conn: ...``. As with psycopg_pool, a block
+        that ends cleanly commits the transaction it left open; one that raises is
+        rolled back (or the connection discarded when it was left mid-query), and
+        the exception passes through unchanged.
         """
         return ConnectionGuard(self, timeout)
 
@@ -323,7 +324,9 @@ class Pool(Generic[ConnT]):
                 self._discard(entry, "broken")
             started = monotonic()
         if self.settings.leak_timeout is not None:
-            self._checkout_stacks[entry.number] = "".join(traceback.format_stack(limit=12)[:-3])
+            # Drop this frame and its one caller (getconn or the guard's __enter__): the
+            # innermost frame left is the user's line that took the connection.
+            self._checkout_stacks[entry.number] = "".join(traceback.format_stack(limit=12)[:-2])
         return entry
 
     def _wait_in_queue(self, now: float, deadline: float, timeout: float) -> Entry[ConnT]:
@@ -591,7 +594,15 @@ class ConnectionGuard(Generic[ConnT]):
         tb: TracebackType | None,
     ) -> None:
         entry, self._entry = self._entry, None
-        if entry is not None:
+        if entry is None:
+            return
+        if exc_type is not None:
+            self._pool._checkin(entry)  # the reset rolls back, under a deadline
+            return
+        try:
+            # As psycopg_pool does: a block that ends cleanly commits its transaction.
+            self._pool.manager.commit(entry.conn)
+        finally:
             self._pool._checkin(entry)
 
 
