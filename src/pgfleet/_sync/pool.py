@@ -176,6 +176,27 @@ class Pool(Generic[ConnT]):
         if open:
             self._open_now()
 
+    @classmethod
+    def from_env(
+        cls,
+        conninfo: str | None = None,
+        *,
+        prefix: str = "PGFLEET_",
+        environ: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> Pool[psycopg.Connection[Any]]:
+        """A pool configured from the environment (12-factor).
+
+        Where to connect: `conninfo`, else ``DATABASE_URL``, else libpq's ``PG*``
+        variables. Pool settings: ``{prefix}{SETTING}`` variables such as
+        ``PGFLEET_MAX_SIZE=20`` or ``PGFLEET_MAX_IDLE=none``; keyword arguments win
+        over the environment. A bad value raises ValueError naming the variable.
+        """
+        found = PoolSettings.env_overrides(prefix, environ)
+        if conninfo is None and environ is not None:
+            conninfo = environ.get("DATABASE_URL")
+        return Pool(conninfo, **{**found, **settings})
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._opened else "new"
         return f"<{type(self).__name__} {self.name!r} {state} {self.manager!r}>"
