@@ -57,6 +57,34 @@ class AsyncManager(Protocol[T]):
         ...
 
 
+#: libpq reports connection failures without a SQLSTATE (``sqlstate`` is None), so
+#: errors that waiting cannot heal are recognised by their text. Transient ones
+#: (refused, timeout, too many clients, starting up, shutting down) are absent.
+_PERMANENT_ERRORS: tuple[tuple[str, str], ...] = (
+    ("password authentication failed", "the password or the user is wrong"),
+    ("no pg_hba.conf entry", "the server's pg_hba.conf does not allow this connection"),
+    ("does not exist", "the database or the role does not exist"),
+    ("certificate verify failed", "the server certificate does not verify (sslrootcert?)"),
+    ("does not match host name", "the server certificate is for another host name"),
+    ("root certificate file", "sslrootcert names a missing root certificate file"),
+    ("server does not support SSL, but SSL was required", "the server has TLS off (sslmode?)"),
+    ("channel binding", "channel binding failed (channel_binding?)"),
+    ("certificate authentication failed", "the client certificate was rejected"),
+    ("connection requires a valid client certificate", "a client certificate is required"),
+)
+
+
+def permanent_reason(error: BaseException) -> str | None:
+    """Why waiting cannot heal this connection error, or None when it may."""
+    if not isinstance(error, psycopg.OperationalError):
+        return None
+    text = str(error)
+    for needle, reason in _PERMANENT_ERRORS:
+        if needle in text:
+            return reason
+    return None
+
+
 _OK = pq.ConnStatus.OK
 _IDLE = pq.TransactionStatus.IDLE
 _UNUSABLE = (pq.TransactionStatus.ACTIVE, pq.TransactionStatus.UNKNOWN)
@@ -103,6 +131,14 @@ class AsyncPostgresManager:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.target}>"
+
+    def redact(self, text: str) -> str:
+        """`text` with this target's secrets replaced by ``***``."""
+        return self.target.redact(text)
+
+    def is_permanent(self, error: BaseException) -> bool:
+        """True when retrying the connection cannot help (see `permanent_reason`)."""
+        return permanent_reason(error) is not None
 
     async def connect(self, timeout: float) -> psycopg.AsyncConnection[Any]:
         """Open, configure and return a new connection within `timeout` seconds."""

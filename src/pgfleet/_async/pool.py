@@ -43,7 +43,7 @@ from pgfleet._core import (
     ReportLeak,
     Wakeup,
 )
-from pgfleet.errors import PoolClosed, PoolTimeout
+from pgfleet.errors import PoolClosed, PoolError, PoolTimeout
 
 logger = logging.getLogger("pgfleet")
 
@@ -97,6 +97,10 @@ class AsyncPool(Generic[ConnT]):
         fail_fast: while the database is known down, fail checkouts at once with
             `DatabaseUnavailable` instead of waiting out the timeout.
         reconnect_delay, reconnect_max_delay: back-off bounds between attempts.
+        retry_all_errors: keep waiting even on errors that waiting cannot heal (a
+            bad password, an unknown database, a TLS verification failure): for a
+            database that is still being provisioned. By default `wait` and ``with``
+            fail at once on them.
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class AsyncPool(Generic[ConnT]):
         fail_fast: bool = True,
         reconnect_delay: float = 0.1,
         reconnect_max_delay: float = 2.0,
+        retry_all_errors: bool = False,
     ) -> None:
         self.settings = PoolSettings(
             min_size=min_size,
@@ -160,6 +165,12 @@ class AsyncPool(Generic[ConnT]):
             raise TypeError(f"name must be a str, got {name!r}")
         self.name = name or f"pool-{next(_pool_numbers)}"
         self.timeout = self.settings.timeout
+        if not isinstance(retry_all_errors, bool):
+            raise TypeError(f"retry_all_errors must be a bool, got {retry_all_errors!r}")
+        self._retry_all_errors = retry_all_errors
+        #: A connect error that waiting cannot heal (see `retry_all_errors`), until a success.
+        self._permanent_error: BaseException | None = None
+        self._opened_at = 0.0
         self._core: PoolCore[ConnT] = PoolCore(self.settings.core(), name=self.name)
         self._lock = AsyncCoreLock()
         self._workers = AsyncWorkers(self.name)
@@ -215,8 +226,9 @@ class AsyncPool(Generic[ConnT]):
             raise PoolClosed(f"pool {self.name!r} was closed and cannot be reopened")
         if self._opened:
             return
+        self._opened_at = monotonic()
         with self._lock:
-            actions = self._core.open(monotonic())
+            actions = self._core.open(self._opened_at)
         self._opened = True
         self._workers.spawn(self._maintain)
         self._run_nowait(actions)
@@ -232,7 +244,21 @@ class AsyncPool(Generic[ConnT]):
             if closed:
                 raise PoolClosed(f"pool {self.name!r} is closed")
             if enough:
+                logger.info(
+                    "pool %r: ready, %d connection(s) in %.3f s",
+                    self.name,
+                    ready,
+                    monotonic() - self._opened_at,
+                )
                 return
+            permanent = self._permanent_error
+            if permanent is not None:
+                error = PoolError(
+                    f"pool {self.name!r}: cannot connect ({self._describe_error(permanent)});"
+                    " waiting will not help: check the credentials, the database name and"
+                    " the TLS settings (or pass retry_all_errors=True to keep waiting)"
+                )
+                raise error from permanent
             remaining = deadline - monotonic()
             if remaining <= 0:
                 raise self._timeout_error(timeout, f"{ready} of {self.settings.min_size} ready")
@@ -279,7 +305,11 @@ class AsyncPool(Generic[ConnT]):
         return self._closed
 
     async def __aenter__(self) -> Self:
-        await self.open(wait=True, timeout=self.timeout)
+        try:
+            await self.open(wait=True, timeout=self.timeout)
+        except BaseException:
+            await self.close(timeout=0)  # nobody will call __aexit__
+            raise
         return self
 
     async def __aexit__(
@@ -400,9 +430,16 @@ class AsyncPool(Generic[ConnT]):
 
     async def _checkin(self, entry: Entry[ConnT]) -> None:
         """Reset a returned connection and give it back to the engine (or drop it)."""
-        broken = False
+        # A connection that died while lent (terminated backend, restart) and came back
+        # unused looks IDLE: only its socket knows, and the fast path trusts a connection
+        # returned less than PROBE_AFTER_IDLE ago, so look now unless it was lent too
+        # briefly for any news to have arrived.
+        broken = monotonic() - entry.lent_at > PROBE_AFTER_IDLE and self.manager.is_broken(
+            entry.conn
+        )
         try:
-            await self.manager.reset(entry.conn, self.settings.reset_timeout)
+            if not broken:
+                await self.manager.reset(entry.conn, self.settings.reset_timeout)
         except Exception as exc:
             logger.info("pool %r: discarding a returned connection: %s", self.name, _short(exc))
             broken = True
@@ -491,15 +528,41 @@ class AsyncPool(Generic[ConnT]):
         try:
             conn = await self.manager.connect(self.settings.connect_timeout)
         except Exception as exc:
+            now = monotonic()
             with self._lock:
-                actions = self._core.connect_failed(exc, monotonic())
-            logger.info("pool %r: connection attempt failed: %s", self.name, _short(exc))
+                actions = self._core.connect_failed(exc, now)
+                attempt = self._core.consecutive_failures
+                delay = max(self._core.retry_at - now, 0.0)
+            self._note_connect_failure(exc, attempt, delay)
         else:
             now = monotonic()
             with self._lock:
                 actions = self._core.connected(conn, now, now - started)
+            self._permanent_error = None
         self._state_changed.set()
         await self._run(actions)
+
+    def _note_connect_failure(self, error: Exception, attempt: int, delay: float) -> None:
+        """Log a failed attempt once; remember it when waiting cannot heal it."""
+        is_permanent = getattr(self.manager, "is_permanent", None)
+        if not self._retry_all_errors and is_permanent is not None and is_permanent(error):
+            self._permanent_error = error
+        # A long outage repeats itself: INFO at attempts 1, 2, 4, 8..., DEBUG between.
+        level = logging.INFO if attempt & (attempt - 1) == 0 else logging.DEBUG
+        logger.log(
+            level,
+            "pool %r: connection attempt %d failed: %s; next attempt in %.2f s",
+            self.name,
+            attempt,
+            self._describe_error(error),
+            delay,
+        )
+
+    def _describe_error(self, error: BaseException) -> str:
+        """The first line of an error, with known secrets redacted."""
+        text = _short(error)
+        redact = getattr(self.manager, "redact", None)
+        return redact(text) if redact is not None else text
 
     async def _check_idle(self, entry: Entry[ConnT]) -> None:
         ok = False
