@@ -29,6 +29,15 @@ FILES: list[tuple[str, str]] = [
     ("src/pgfleet/_async/__init__.py", "src/pgfleet/_sync/__init__.py"),
     ("tests/_async/test_pool.py", "tests/_sync/test_pool.py"),
     ("tests/_async/test_pool_pg.py", "tests/_sync/test_pool_pg.py"),
+    ("tests/faults/_async/__init__.py", "tests/faults/_sync/__init__.py"),
+    ("tests/faults/_async/common.py", "tests/faults/_sync/common.py"),
+    ("tests/faults/_async/test_outages.py", "tests/faults/_sync/test_outages.py"),
+    ("tests/faults/_async/test_startup.py", "tests/faults/_sync/test_startup.py"),
+    ("tests/faults/_async/test_lifecycle.py", "tests/faults/_sync/test_lifecycle.py"),
+    ("src/pgfleet/_async/tx.py", "src/pgfleet/_sync/tx.py"),
+    ("src/pgfleet/_async/bulk.py", "src/pgfleet/_sync/bulk.py"),
+    ("tests/tx/test_tx_async.py", "tests/tx/test_tx_sync.py"),
+    ("tests/bulk/test_bulk_async.py", "tests/bulk/test_bulk_sync.py"),
 ]
 
 #: Whole-word renames applied before the generic ``AsyncX`` -> ``X`` rule.

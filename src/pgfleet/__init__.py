@@ -1,5 +1,6 @@
 """pgfleet: a fast, fair, resilient PostgreSQL connection pool for threads and asyncio."""
 
+from pgfleet import bulk, rows, tx
 from pgfleet._async import AsyncConnectionGuard, AsyncManager, AsyncPool, AsyncPostgresManager
 from pgfleet._core import PoolStats
 from pgfleet._sync import ConnectionGuard, Manager, Pool, PostgresManager
@@ -12,6 +13,7 @@ from pgfleet.errors import (
     PoolTimeout,
     TooManyRequests,
 )
+from pgfleet.tls import TLSInfo, tls_info
 
 __all__ = [
     "AsyncConnectionGuard",
@@ -28,6 +30,11 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "PostgresManager",
+    "TLSInfo",
     "TooManyRequests",
     "__version__",
+    "bulk",
+    "rows",
+    "tls_info",
+    "tx",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -31,29 +31,16 @@ class PoolSettings:
     reconnect_max_delay: float = 2.0
 
     def __post_init__(self) -> None:
-        _int("min_size", self.min_size, 0)
+        for f in fields(self):
+            _CHECKS[f.name](f.name, getattr(self, f.name))
         if self.max_size is None:
             object.__setattr__(self, "max_size", max(self.min_size, 1))
-        _int("max_size", self.max_size, 1)
         assert self.max_size is not None
         if self.max_size < self.min_size:
             raise ValueError(
                 f"max_size must be >= min_size, got max_size={self.max_size},"
                 f" min_size={self.min_size}"
             )
-        _seconds("timeout", self.timeout)
-        _int("max_waiting", self.max_waiting, 0)
-        _seconds("max_lifetime", self.max_lifetime, optional=True)
-        _seconds("max_idle", self.max_idle, optional=True)
-        _seconds("check_after_idle", self.check_after_idle, optional=True, zero=True)
-        _seconds("leak_timeout", self.leak_timeout, optional=True)
-        _seconds("connect_timeout", self.connect_timeout)
-        _seconds("reset_timeout", self.reset_timeout)
-        _int("max_connecting", self.max_connecting, 1)
-        if not isinstance(self.fail_fast, bool):
-            raise TypeError(f"fail_fast must be a bool, got {self.fail_fast!r}")
-        _seconds("reconnect_delay", self.reconnect_delay)
-        _seconds("reconnect_max_delay", self.reconnect_max_delay)
         if self.reconnect_max_delay < self.reconnect_delay:
             raise ValueError("reconnect_max_delay must be >= reconnect_delay")
 
@@ -75,15 +62,21 @@ class PoolSettings:
 
     @classmethod
     def env_overrides(
-        cls, prefix: str = "PGFLEET_", environ: Mapping[str, str] | None = None
+        cls,
+        prefix: str = "PGFLEET_",
+        environ: Mapping[str, str] | None = None,
+        explicit: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Settings found in ``{prefix}{NAME}`` variables (``PGFLEET_MAX_SIZE=20``).
 
         ``none`` (any case) means None for the settings that accept it. A bad value
-        raises ValueError naming the variable, the value and what was expected.
+        raises ValueError naming the variable, the value and what was expected. With
+        `explicit` (the settings passed as arguments, which win over the environment),
+        the combination is checked too, and an error names the variables involved.
         """
         env = os.environ if environ is None else environ
         found: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         for f in fields(cls):
             variable = f"{prefix}{f.name.upper()}"
             raw = env.get(variable)
@@ -91,18 +84,34 @@ class PoolSettings:
                 continue
             kind = str(f.type)
             text = raw.strip()
+            expected = kind.replace(" | None", " or 'none'")
             try:
                 if "None" in kind and text.lower() == "none":
-                    found[f.name] = None
+                    value: Any = None
                 elif kind.startswith("bool"):
-                    found[f.name] = _parse_bool(text)
+                    value = _parse_bool(text)
                 elif kind.startswith("int"):
-                    found[f.name] = int(text)
+                    value = int(text)
                 else:
-                    found[f.name] = float(text)
+                    value = float(text)
             except ValueError:
-                expected = kind.replace(" | None", " or 'none'")
                 raise ValueError(f"{variable}={raw!r} is not valid: expected {expected}") from None
+            try:
+                _CHECKS[f.name](f.name, value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{variable}={raw!r} is not valid: {exc}") from None
+            found[f.name] = value
+            sources[f.name] = f"{variable}={raw!r}"
+        if explicit is not None and found:
+            names = {f.name for f in fields(cls)}
+            merged = {**found, **{k: v for k, v in explicit.items() if k in names}}
+            try:
+                cls(**merged)
+            except (TypeError, ValueError) as exc:
+                used = [sources[name] for name in found if name not in explicit]
+                if not used:
+                    raise
+                raise ValueError(f"{exc} (from the environment: {', '.join(used)})") from None
         return found
 
 
@@ -115,7 +124,14 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(text)
 
 
-def _int(name: str, value: object, minimum: int) -> None:
+def _fail_fast(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
+def _int(name: str, value: object, minimum: int, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < minimum:
@@ -131,3 +147,22 @@ def _seconds(name: str, value: object, *, optional: bool = False, zero: bool = F
     if math.isnan(value) or value < 0 or (value == 0 and not zero):
         bound = ">= 0" if zero else "> 0"
         raise ValueError(f"{name} must be {bound} seconds, got {value}")
+
+
+#: How each setting is checked on its own (cross-setting checks are in __post_init__).
+_CHECKS: dict[str, Callable[[str, object], None]] = {
+    "min_size": lambda name, value: _int(name, value, 0),
+    "max_size": lambda name, value: _int(name, value, 1, optional=True),
+    "timeout": _seconds,
+    "max_waiting": lambda name, value: _int(name, value, 0),
+    "max_lifetime": lambda name, value: _seconds(name, value, optional=True),
+    "max_idle": lambda name, value: _seconds(name, value, optional=True),
+    "check_after_idle": lambda name, value: _seconds(name, value, optional=True, zero=True),
+    "leak_timeout": lambda name, value: _seconds(name, value, optional=True),
+    "connect_timeout": _seconds,
+    "reset_timeout": _seconds,
+    "max_connecting": lambda name, value: _int(name, value, 1),
+    "fail_fast": _fail_fast,
+    "reconnect_delay": _seconds,
+    "reconnect_max_delay": _seconds,
+}

@@ -30,7 +30,24 @@ TCP_DEFAULTS: Mapping[str, str] = {
     "fallback_application_name": "pgfleet",
 }
 
-_SECRET_KEYS = ("password",)
+#: Parameters whose values are secrets: redacted from every message pgfleet writes.
+SECRET_KEYS = ("password", "sslpassword", "oauth_client_secret", "scram_client_key")
+
+#: Parameters with a closed set of values: a typo fails at construction, naming the
+#: parameter, instead of at every connection attempt. The values go to libpq untouched.
+ENUMERATED: Mapping[str, tuple[str, ...]] = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "sslcertmode": ("disable", "allow", "require"),
+    "sslnegotiation": ("postgres", "direct"),
+}
+#: The libpq environment variable behind each enumerated parameter.
+_ENUMERATED_ENV = {
+    "sslmode": "PGSSLMODE",
+    "channel_binding": "PGCHANNELBINDING",
+    "sslcertmode": "PGSSLCERTMODE",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +81,8 @@ class ConnTarget:
         except psycopg.ProgrammingError as exc:
             secrets = _password_in_text(conninfo)
             raise ValueError(
-                f"invalid {source}: {redact(str(exc), secrets)}; expected a postgresql:// URL"
-                " or key=value pairs (see libpq's connection strings)"
+                f"invalid {source}: {redact(str(exc).strip(), secrets)}; expected a"
+                " postgresql:// URL or key=value pairs (see libpq's connection strings)"
             ) from None
         connect_kwargs: dict[str, Any] = {}
         extra: dict[str, Any] = {}
@@ -83,15 +100,18 @@ class ConnTarget:
             for key, value in TCP_DEFAULTS.items():
                 params.setdefault(key, value)
         params.pop("connect_timeout", None)  # the pool bounds each attempt itself
+        secrets = tuple(
+            s
+            for s in (*(params.get(key) for key in SECRET_KEYS), env.get("PGPASSWORD"))
+            if s  # an empty password is no secret worth redacting
+        )
+        _check_enumerated(params, env)
         try:
             composed = make_conninfo("", **params)
         except psycopg.ProgrammingError as exc:
-            raise ValueError(f"invalid connection parameter: {exc}") from None
-        secrets = tuple(
-            s
-            for s in (params.get("password"), env.get("PGPASSWORD"))
-            if s  # an empty password is no secret worth redacting
-        )
+            raise ValueError(
+                f"invalid connection parameter: {redact(str(exc).strip(), secrets)}"
+            ) from None
         return cls(composed, connect_kwargs, params, secrets)
 
     def describe(self) -> str:
@@ -111,9 +131,23 @@ class ConnTarget:
         return self.describe()
 
 
+def _check_enumerated(params: Mapping[str, str], env: Mapping[str, str]) -> None:
+    for key, allowed in ENUMERATED.items():
+        if key in params:
+            value, origin = params[key], key
+        elif env.get(_ENUMERATED_ENV[key]):
+            value, origin = env[_ENUMERATED_ENV[key]], _ENUMERATED_ENV[key]
+        else:
+            continue
+        if value not in allowed:
+            raise ValueError(
+                f"{origin}={value!r} is not valid: expected one of {', '.join(allowed)}"
+            )
+
+
 def redact(text: str, secrets: tuple[str, ...]) -> str:
     """Replace each secret in `text` with ``***``."""
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):  # a secret may contain another
         if secret:
             text = text.replace(secret, "***")
     return text

@@ -80,9 +80,7 @@ class SocketProbes:
             for _ in range(3):
                 if not probe.poll(0):
                     return False
-                pgconn.consume_input()
-                pgconn.is_busy()  # let libpq parse what arrived
-                if pgconn.status != pq.ConnStatus.OK:
+                if _consume_input_seeing_fatal(pgconn) or pgconn.status != pq.ConnStatus.OK:
                     return True
         except (psycopg.OperationalError, OSError, ValueError):
             return True
@@ -91,3 +89,34 @@ class SocketProbes:
     def forget(self, pgconn: pq.abc.PGconn) -> None:
         """Drop the probe of a connection being closed (its fd number will be reused)."""
         self._polls.pop(id(pgconn), None)
+
+
+_FATAL_SEVERITIES = (b"FATAL", b"PANIC")
+
+
+def _consume_input_seeing_fatal(pgconn: pq.abc.PGconn) -> bool:
+    """Consume and parse the input waiting on an idle connection; True if it was a FATAL.
+
+    A terminated backend sends its FATAL error, then closes the socket a moment
+    later. libpq hands an error that arrives on an idle connection to the notice
+    processor and leaves the status OK, so without this look a probe falling
+    between the two would swallow the error and call the connection healthy.
+    """
+    seen_fatal = False
+    handler = pgconn.notice_handler
+
+    def watch(result: pq.abc.PGresult) -> None:
+        nonlocal seen_fatal
+        severity = result.error_field(pq.DiagnosticField.SEVERITY_NONLOCALIZED)
+        if severity in _FATAL_SEVERITIES:
+            seen_fatal = True
+        if handler is not None:
+            handler(result)  # psycopg's own handler: the user's notice handlers still run
+
+    pgconn.notice_handler = watch
+    try:
+        pgconn.consume_input()
+        pgconn.is_busy()  # let libpq parse what arrived
+    finally:
+        pgconn.notice_handler = handler
+    return seen_fatal

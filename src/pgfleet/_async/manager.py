@@ -8,13 +8,14 @@ manager knows *how*. Anything with these six methods can be pooled.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import pq
 
-from pgfleet import _pgwire
+from pgfleet import _pgwire, tls
 from pgfleet._acompat import abounded, await_fd, monotonic
 from pgfleet._conninfo import ConnTarget
 
@@ -71,6 +72,11 @@ _PERMANENT_ERRORS: tuple[tuple[str, str], ...] = (
     ("channel binding", "channel binding failed (channel_binding?)"),
     ("certificate authentication failed", "the client certificate was rejected"),
     ("connection requires a valid client certificate", "a client certificate is required"),
+    ("pg_hba.conf rejects connection", "the server's pg_hba.conf rejects this connection"),
+    ("may not be used with sslrootcert=system", "sslrootcert=system needs verify-full"),
+    ("alert unknown ca", "the server does not trust the client certificate's CA"),
+    ("certificate present, but not private key", "sslcert is set without sslkey"),
+    ("private key file", "the client key file (sslkey) is unusable"),
 )
 
 
@@ -108,6 +114,13 @@ class AsyncPostgresManager:
         reset: ``async fn(conn)`` run on each returned connection, after the rollback.
         check: ``async fn(conn)`` replacing the built-in ping.
         connect_timeout: seconds one connection attempt may take.
+        warn_unverified: log one WARNING (logger ``pgfleet.tls``) the first time a
+            connection reaches a host that is neither loopback nor a Unix socket with
+            an sslmode that does not verify the server (not ``verify-ca`` or
+            ``verify-full``). False silences it.
+
+    A failed connection attempt raises libpq's error with its secrets redacted and,
+    when pgfleet knows which setting to look at, a ``hint:`` note (PEP 678).
     """
 
     def __init__(
@@ -120,8 +133,12 @@ class AsyncPostgresManager:
         reset: ConnectionCallback | None = None,
         check: ConnectionCallback | None = None,
         connect_timeout: float = 10.0,
+        warn_unverified: bool = True,
     ) -> None:
         self.target = ConnTarget.resolve(conninfo, kwargs)
+        self.warn_unverified = warn_unverified
+        #: Taken (never released) by the one connect that logs the warning.
+        self._unverified_warning = threading.Lock()
         self.connection_class = connection_class
         self._configure = configure
         self._reset = reset
@@ -145,14 +162,22 @@ class AsyncPostgresManager:
         timeout = min(timeout, self.connect_timeout)
         # libpq counts connect_timeout in whole seconds, at least 2; our own bound is exact.
         libpq_timeout = max(2, math.ceil(timeout))
-        conn = await abounded(
-            self.connection_class.connect(
-                self.target.conninfo,
-                connect_timeout=libpq_timeout,
-                **self.target.connect_kwargs,
-            ),
-            timeout,
-        )
+        try:
+            conn = await abounded(
+                self.connection_class.connect(
+                    self.target.conninfo,
+                    connect_timeout=libpq_timeout,
+                    **self.target.connect_kwargs,
+                ),
+                timeout,
+            )
+        except psycopg.Error as exc:
+            explained = self._explain(exc)
+            if explained is exc:
+                raise
+            raise explained from None
+        if self.warn_unverified and not self._unverified_warning.locked():
+            self._warn_if_unverified(conn)
         if self._configure is not None:
             try:
                 await self._configure(conn)
@@ -162,6 +187,28 @@ class AsyncPostgresManager:
                 await self.close(conn)
                 raise
         return conn
+
+    def _explain(self, error: psycopg.Error) -> psycopg.Error:
+        """`error` without secrets, with a note naming the setting to look at."""
+        text = str(error)
+        safe = self.target.redact(text)
+        if safe != text:  # libpq never echoes a password; this is the belt to its braces
+            error = type(error)(safe).with_traceback(error.__traceback__)
+        hint = tls.connect_error_hint(error, self.target.params)
+        if hint is not None and not any(
+            note.startswith("hint: ") for note in getattr(error, "__notes__", ())
+        ):
+            error.add_note(f"hint: {hint}")
+        return error
+
+    def _warn_if_unverified(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Log, once, that this pool reaches a remote server it does not verify."""
+        try:
+            message = tls.unverified_warning(conn, self.target.describe())
+        except psycopg.Error:  # closed already: the next connection will tell
+            return
+        if message is not None and self._unverified_warning.acquire(blocking=False):
+            tls.logger.warning("%s", message)
 
     async def check(self, conn: psycopg.AsyncConnection[Any], timeout: float) -> None:
         """Ping the server (an empty query) within `timeout`, or raise."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -47,9 +47,16 @@ class Fail:
 
 @dataclass(frozen=True, slots=True)
 class ReportLeak:
-    """This connection has been lent for longer than ``leak_timeout``."""
+    """This connection has been lent for longer than ``leak_timeout`` (or, with
+    ``returned``, a connection reported so has come back after ``held`` seconds)."""
 
     entry: Entry[Any]
+    # Decided by the engine, not read from the entry by the shell: by the time the shell
+    # logs, a late return may already have been handed to a waiter (lent again, lent_at
+    # reset), and it was logged as a fresh leak "held for 0.0 s" instead of "came back".
+    # Not compared: a report is identified by its entry.
+    returned: bool = field(default=False, compare=False)
+    held: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

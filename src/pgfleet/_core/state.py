@@ -388,7 +388,8 @@ class PoolCore(Generic[T]):
             actions.append(self._forget(entry, "broken"))
             return self._refill(now, actions)
         if entry.leak_reported:
-            actions.append(ReportLeak(entry))  # the shell logs the late return
+            # The shell logs the late return (the entry may be lent again by then).
+            actions.append(ReportLeak(entry, returned=True, held=usage))
         entry.verified_at = now
         if self.closed:
             actions.append(self._forget(entry, "pool_closed"))
@@ -428,6 +429,11 @@ class PoolCore(Generic[T]):
         elif entry.retired or entry.expires_at <= now:
             actions.append(self._forget(entry, "retired" if entry.retired else "expired"))
             self._refill(now, actions)
+        elif self.size >= self.settings.max_size:
+            # A resize shrank max_size while this one was out for a check: shed it, as
+            # `connected` does, rather than pool it above max_size (for ever, when
+            # nothing else expires it).
+            actions.append(self._forget(entry, "surplus"))
         else:
             self._pool(entry, now, actions)
         return actions
@@ -472,9 +478,12 @@ class PoolCore(Generic[T]):
         delay = self.settings.backoff.delay(self.consecutive_failures, self._rng)
         self.retry_at = now + delay
         actions: list[Action] = []
-        if self.settings.fail_fast and not self.closed:
+        if self.settings.fail_fast and not self.closed and not (self.lent or self.checking):
             # Callers queued now would otherwise wait for a database known to be down.
-            # Keep as many as the connects still in flight could serve.
+            # Keep as many as the connects still in flight could serve. While the pool
+            # still holds connections (lent, or being checked), a refused refill ("too
+            # many clients") does not mean the database is down: their return serves
+            # the queue, so nobody is failed.
             while len(self.waiters) > self.connecting:
                 waiter = self.waiters.pop()
                 exc = DatabaseUnavailable(
@@ -522,7 +531,7 @@ class PoolCore(Generic[T]):
                 if not entry.leak_reported and now - entry.lent_at >= settings.leak_timeout:
                     entry.leak_reported = True
                     self.leaks += 1
-                    actions.append(ReportLeak(entry))
+                    actions.append(ReportLeak(entry, held=now - entry.lent_at))
         self._refill(now, actions)
         deadline = self._next_deadline(now)
         self._scheduled_at = deadline
@@ -538,6 +547,14 @@ class PoolCore(Generic[T]):
             deadline = self.retry_at
         for entry in self.idle:
             deadline = min(deadline, entry.expires_at)
+        # Lent and checking connections too: they go back on the idle stack without
+        # moving the deadline (the fast path of `release`, `checked`), and must still
+        # expire on time there. (Found by tests/core/test_stateful.py: lend, tick,
+        # release, and an idle connection outlived max_lifetime by up to max_idle, or
+        # for ever with max_idle=None.)
+        for entry in (*self.lent.values(), *self.checking):
+            if now < entry.expires_at < deadline:
+                deadline = entry.expires_at
         if settings.max_idle is not None:
             # Wake at least every max_idle: connections that go idle through the fast
             # path then never need to move this deadline earlier.
@@ -568,6 +585,10 @@ class PoolCore(Generic[T]):
             if not entry.retired:
                 entry.retired = True
                 surplus -= 1
+        # The bounds moved every deadline (a lower min_size lets idle connections
+        # above it expire): let maintenance recompute now rather than at its next wake.
+        if self._schedule(now):
+            actions.append(WAKEUP)
         return self._refill(now, actions)
 
     def drain(self, now: float) -> list[Action]:

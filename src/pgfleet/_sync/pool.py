@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Generic, Self
+from typing import Any, Generic, Self, Unpack
 
 import psycopg
 from typing_extensions import TypeVar
@@ -45,6 +45,8 @@ from pgfleet._core import (
     ReportLeak,
     Wakeup,
 )
+from pgfleet._core.retry import TransactionOptions, TxSettings
+from pgfleet._sync import tx as _tx
 from pgfleet._sync.manager import ConnectionCallback, Manager, PostgresManager
 from pgfleet.errors import PoolClosed, PoolError, PoolTimeout
 
@@ -104,6 +106,8 @@ class Pool(Generic[ConnT]):
             bad password, an unknown database, a TLS verification failure): for a
             database that is still being provisioned. By default `wait` and ``with``
             fail at once on them.
+        warn_unverified: log one WARNING when the pool reaches a remote host without
+            verifying it (sslmode not ``verify-ca``/``verify-full``); see `pgfleet.tls`.
     """
 
     def __init__(
@@ -132,6 +136,7 @@ class Pool(Generic[ConnT]):
         reconnect_delay: float = 0.1,
         reconnect_max_delay: float = 2.0,
         retry_all_errors: bool = False,
+        warn_unverified: bool = True,
     ) -> None:
         self.settings = PoolSettings(
             min_size=min_size,
@@ -150,9 +155,10 @@ class Pool(Generic[ConnT]):
             reconnect_max_delay=reconnect_max_delay,
         )
         if manager is not None:
-            if conninfo is not None or kwargs or configure or reset or check:
+            if conninfo is not None or kwargs or configure or reset or check or not warn_unverified:
                 raise TypeError(
-                    "pass either a manager or conninfo/kwargs/configure/reset/check, not both"
+                    "pass either a manager or conninfo/kwargs/configure/reset/check/"
+                    "warn_unverified, not both"
                 )
             self.manager: Manager[ConnT] = manager
         else:
@@ -163,6 +169,7 @@ class Pool(Generic[ConnT]):
                 reset=reset,
                 check=check,
                 connect_timeout=connect_timeout,
+                warn_unverified=warn_unverified,
             )
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
@@ -203,9 +210,9 @@ class Pool(Generic[ConnT]):
         ``PGFLEET_MAX_SIZE=20`` or ``PGFLEET_MAX_IDLE=none``; keyword arguments win
         over the environment. A bad value raises ValueError naming the variable.
         """
-        found = PoolSettings.env_overrides(prefix, environ)
+        found = PoolSettings.env_overrides(prefix, environ, explicit=settings)
         if conninfo is None and environ is not None:
-            conninfo = environ.get("DATABASE_URL")
+            conninfo = environ.get("DATABASE_URL", "")  # not os.environ's
         return Pool(conninfo, **{**found, **settings})
 
     def __repr__(self) -> str:
@@ -343,6 +350,10 @@ class Pool(Generic[ConnT]):
         """Give back a connection borrowed with `getconn`."""
         entry = self._core.lent.get(id(conn))
         if entry is None or entry.conn is not conn:
+            if self._closed:
+                # close() already closed what was still lent after its timeout; a late
+                # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
+                return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
         self._checkin(entry)
 
@@ -363,13 +374,24 @@ class Pool(Generic[ConnT]):
             with self._lock:
                 entry, actions = self._core.lend_idle(started)
             if actions:
-                self._run(actions)
+                try:
+                    self._run(actions)  # closes expired connections
+                except BaseException:
+                    # Cancelled meanwhile: the entry lent with these actions is ours,
+                    # unused, and goes back (else its slot is lost for good).
+                    if entry is not None:
+                        with self._lock:
+                            self._run_nowait(self._core.release(entry, monotonic()))
+                    raise
             if entry is None:
                 entry = self._wait_in_queue(started, deadline, timeout)
             if entry.needs_check:
                 if self._check_before_lending(entry, deadline):
                     break
-            elif not self.manager.is_broken(entry.conn):
+            elif (
+                monotonic() - entry.verified_at <= PROBE_AFTER_IDLE  # e.g. just handed over
+                or not self.manager.is_broken(entry.conn)
+            ):
                 break
             else:
                 self._discard(entry, "broken")
@@ -384,8 +406,10 @@ class Pool(Generic[ConnT]):
         waiter = Waiter()
         with self._lock:
             actions = self._core.enqueue(waiter, now)
-        self._run(actions)
         try:
+            # Inside the try: cancelled while these actions run (a close may await),
+            # the waiter must still leave the queue, not stay there as a ghost.
+            self._run(actions)
             waiter.wait(deadline - monotonic())
         except BaseException:
             # Cancelled (or interrupted) while queued. The engine may have served us at
@@ -431,15 +455,17 @@ class Pool(Generic[ConnT]):
 
     def _checkin(self, entry: Entry[ConnT]) -> None:
         """Reset a returned connection and give it back to the engine (or drop it)."""
-        # A connection that died while lent (terminated backend, restart) and came back
-        # unused looks IDLE: only its socket knows, and the fast path trusts a connection
-        # returned less than PROBE_AFTER_IDLE ago, so look now unless it was lent too
-        # briefly for any news to have arrived.
-        broken = monotonic() - entry.lent_at > PROBE_AFTER_IDLE and self.manager.is_broken(
-            entry.conn
-        )
+        broken = False
         try:
-            if not broken:
+            # A connection that died while lent (terminated backend, restart) and came
+            # back unused looks IDLE: only its socket knows, and the fast path trusts a
+            # connection returned less than PROBE_AFTER_IDLE ago, so look now unless it
+            # was lent too briefly for any news to have arrived.
+            if monotonic() - entry.lent_at > PROBE_AFTER_IDLE and self.manager.is_broken(
+                entry.conn
+            ):
+                broken = True
+            else:
                 self.manager.reset(entry.conn, self.settings.reset_timeout)
         except Exception as exc:
             logger.info("pool %r: discarding a returned connection: %s", self.name, _short(exc))
@@ -495,11 +521,19 @@ class Pool(Generic[ConnT]):
 
     def _run(self, actions: Sequence[Action]) -> None:
         """Carry out the engine's actions (outside the lock)."""
-        for action in actions:
+        for index, action in enumerate(actions):
             if isinstance(action, HandOff | Fail):
                 action.waiter.wake()
             elif isinstance(action, Close):
-                self.manager.close(action.entry.conn)
+                try:
+                    self.manager.close(action.entry.conn)
+                except BaseException:
+                    # Cancelled while closing: the engine already counts on every action
+                    # being done (an undone Connect would hold its slot forever, an
+                    # unwoken waiter would sit out its timeout), so finish this close and
+                    # the rest without waiting. Found by tests/concurrency/test_tasks.py.
+                    self._run_nowait(actions[index:])
+                    raise
                 self._checkout_stacks.pop(action.entry.number, None)
             else:
                 self._dispatch_background(action)
@@ -522,7 +556,7 @@ class Pool(Generic[ConnT]):
         elif isinstance(action, Wakeup):
             self._wakeup.set()
         elif isinstance(action, ReportLeak):
-            self._report_leak(action.entry)
+            self._report_leak(action)
 
     def _connect(self) -> None:
         started = monotonic()
@@ -562,6 +596,9 @@ class Pool(Generic[ConnT]):
     def _describe_error(self, error: BaseException) -> str:
         """The first line of an error, with known secrets redacted."""
         text = _short(error)
+        for note in getattr(error, "__notes__", ()):  # the manager's "hint: ..." notes
+            if isinstance(note, str) and note.startswith("hint: "):
+                text = f"{text}; {note}"
         redact = getattr(self.manager, "redact", None)
         return redact(text) if redact is not None else text
 
@@ -589,9 +626,10 @@ class Pool(Generic[ConnT]):
             self._run(actions)
             self._wakeup.wait(None if deadline == float("inf") else deadline - now)
 
-    def _report_leak(self, entry: Entry[ConnT]) -> None:
-        held = monotonic() - entry.lent_at
-        if entry.state == "lent":
+    def _report_leak(self, action: ReportLeak) -> None:
+        # The engine says which report this is: the entry may have changed hands since.
+        entry, held = action.entry, action.held
+        if not action.returned:
             stack = self._checkout_stacks.get(entry.number, "(stack not recorded)")
             logger.warning(
                 "pool %r: connection #%d held for %.1f s (leak_timeout=%s); checked out at:\n%s",
@@ -636,6 +674,11 @@ class Pool(Generic[ConnT]):
             f"pool {self.name!r}: no connection within {timeout:.3g} s ({what}; size={stats.size}"
             f" idle={stats.idle} in_use={stats.in_use} waiting={stats.waiting}"
             f" connecting={stats.connecting} max_size={stats.max_size})"
+            + (
+                f"; last connection error: {self._describe_error(self._core.last_error)}"
+                if self._core.last_error is not None
+                else ""
+            )
         )
         error.__cause__ = self._core.last_error
         return error
@@ -647,6 +690,48 @@ class Pool(Generic[ConnT]):
                 ResourceWarning,
                 stacklevel=2,
             )
+
+    # -- transactions (pgfleet._sync.tx) ---------------------------------------------
+
+    def run_transaction(
+        self: Pool[_tx.TxConnT],
+        fn: _tx.TxFunction[_tx.TxConnT, *_tx.Ts, _tx.R],
+        *args: *_tx.Ts,
+        **options: Unpack[TransactionOptions],
+    ) -> _tx.R:
+        """Run ``fn(conn, *args)`` in a transaction; retry it while that is safe.
+
+        Each attempt runs in a fresh transaction on a healthy connection and commits
+        when `fn` returns. It is attempted again (after an exponential back-off with
+        full jitter) only when the server rolled it back (SQLSTATE in ``retry_on``:
+        40001, 40P01) or the connection broke before COMMIT was sent. A connection
+        that breaks while COMMIT is in flight raises `CommitOutcomeUnknown`, never
+        a retry. After ``max_attempts`` the last error is raised with a note. Do not
+        commit inside `fn`. Options: see `pgfleet.tx.TransactionOptions`.
+        """
+        return _tx.run_transaction(self, fn, args, TxSettings.build(**options))
+
+    def transactional(
+        self: Pool[_tx.TxConnT], **options: Unpack[TransactionOptions]
+    ) -> _tx.Transactional[_tx.TxConnT]:
+        """A decorator: ``@pool.transactional()`` over ``def fn(conn, *args)``
+        makes ``fn(*args)`` run as `run_transaction` would run it."""
+        return _tx.Transactional(self, TxSettings.build(**options))
+
+    def transactions(
+        self: Pool[_tx.TxConnT], **options: Unpack[TransactionOptions]
+    ) -> _tx.Attempts[_tx.TxConnT]:
+        """The attempts at one transaction, for a loop (same rules as `run_transaction`)::
+
+        for attempt in pool.transactions(isolation_level="serializable"):
+            with attempt as conn:
+                ...  # the whole transaction; read its results after the loop
+        """
+        return _tx.Attempts(self, TxSettings.build(**options))
+
+    def _count_transaction_retry(self) -> None:
+        with self._lock:
+            self._core.transaction_retries += 1
 
 
 class ConnectionGuard(Generic[ConnT]):

@@ -1,0 +1,442 @@
+"""``pgfleet check [CONNINFO]``: wait for the database, then say how the pool connects to it.
+
+For container start-up and health checks. Waits (with back-off, up to ``--timeout``) until
+a connection succeeds, showing a live status line on stderr (the attempt, its error with
+secrets redacted, the next retry); then prints the server version, the authentication
+method, the TLS report of `pgfleet.tls_info`, the time to open a connection and the time of
+a query on a pooled one. ``--json`` prints one JSON object on stdout instead.
+
+Exit codes: 0 reachable; 1 not reachable within the timeout (or an error waiting cannot
+heal, such as a wrong password or a certificate that does not verify); 2 bad input (the
+reason is printed); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from pgfleet import tls
+from pgfleet._async.manager import AsyncPostgresManager
+from pgfleet._async.pool import AsyncPool
+from pgfleet._core import Backoff
+
+__all__ = ["EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "add_parser", "run"]
+
+EXIT_OK = 0
+EXIT_UNREACHABLE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+DEFAULT_TIMEOUT = 30.0
+MAX_TIMEOUT = 24 * 3600.0
+#: The most one connection attempt may take (the deadline cuts it shorter).
+ATTEMPT_TIMEOUT = 10.0
+BACKOFF = Backoff(0.1, 2.0)
+#: Seconds kept for a last attempt before the deadline (a refused connection takes ~1 ms).
+LAST_ATTEMPT = 0.05
+#: Pooled queries timed; the median is reported.
+POOLED_QUERIES = 20
+#: How often the live status line is redrawn while waiting (on a terminal).
+REFRESH = 0.2
+#: libpq's answer to ``require_auth=none`` names what the server asked for.
+_AUTH_REQUESTS = {
+    "SASL authentication": "scram-sha-256",
+    "a hashed password": "md5",
+    "a cleartext password": "password (cleartext: password, ldap, radius, pam or bsd)",
+    "GSSAPI authentication": "gss",
+    "SSPI authentication": "sspi",
+}
+#: Files libpq reads when they are named; a typo makes it skip them silently.
+_FILE_SETTINGS = ("sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcrldir")
+
+
+class BadInput(Exception):
+    """The command line or the connection settings are invalid (exit 2)."""
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``check`` subcommand on an argparse subparsers object."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "check",
+        help="wait for the database, then report its version, authentication, TLS and timings",
+        description=(
+            "Wait (with back-off) until the database accepts a connection, then print the"
+            " server version, the authentication method, what the connection's TLS"
+            " guarantees, the time to connect and the time of a pooled query. Exit 0 when"
+            " reachable, 1 when not within --timeout (or on an error waiting cannot heal),"
+            " 2 for bad input."
+        ),
+    )
+    parser.add_argument(
+        "conninfo",
+        nargs="*",  # more than one is reported without echoing them (they may hold passwords)
+        metavar="CONNINFO",
+        help="postgresql:// URL or key=value conninfo (default: DATABASE_URL, else libpq's"
+        " PG* variables)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"seconds to wait for the database (default: {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no status line on stderr")
+    parser.add_argument(
+        "--retry-all-errors",
+        action="store_true",
+        help="keep waiting on errors that usually need a fix (wrong password, unknown"
+        " database, TLS verification), e.g. while the database is being provisioned",
+    )
+    parser.set_defaults(handler=run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        # Echo only what cannot be a misplaced connection string (it may hold a password).
+        shown = f": {text!r}" if re.fullmatch(r"[\w.+-]{1,20}", text) else ""
+        raise argparse.ArgumentTypeError(f"expected a number of seconds{shown}") from None
+    if not 0 < value <= MAX_TIMEOUT:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be > 0 and <= {MAX_TIMEOUT:g}, got {text}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``pgfleet check`` with parsed arguments; return the exit code."""
+    report = Report(json_output=args.json, quiet=args.quiet)
+    try:
+        if len(args.conninfo) > 1:
+            raise BadInput(
+                f"expected at most one CONNINFO, got {len(args.conninfo)} arguments (not shown:"
+                " they may hold passwords); quote a key=value conninfo as one argument"
+            )
+        conninfo = args.conninfo[0] if args.conninfo else None
+        try:
+            manager = AsyncPostgresManager(conninfo, warn_unverified=False)
+        except (ValueError, TypeError) as exc:
+            raise BadInput(str(exc)) from None
+        checker = Checker(manager, args.timeout, args.retry_all_errors, report)
+        return asyncio.run(checker.run())
+    except BadInput as exc:
+        report.bad_input(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        report.status_clear()
+        return EXIT_INTERRUPTED
+
+
+@dataclass
+class Report:
+    """Where the results go: human lines (stdout), status lines (stderr) or JSON."""
+
+    json_output: bool
+    quiet: bool
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    _status_shown: bool = False
+
+    @property
+    def live(self) -> bool:
+        """A terminal: redraw one status line in place."""
+        return not self.quiet and self.err.isatty()
+
+    def status(self, line: str, *, final: bool) -> None:
+        """Show a status line: redrawn in place on a terminal, one line per attempt else."""
+        if self.quiet:
+            return
+        if self.live:
+            self.err.write(f"\r\x1b[K{line}")
+            self._status_shown = True
+        elif final:
+            self.err.write(f"{line}\n")
+        self.err.flush()
+
+    def status_clear(self) -> None:
+        if self._status_shown:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
+            self._status_shown = False
+
+    def bad_input(self, reason: str) -> None:
+        self.status_clear()
+        print(f"pgfleet check: error: {reason}", file=self.err)
+        if self.json_output:
+            self.emit({"ok": False, "exit_code": EXIT_USAGE, "error": reason})
+
+    def emit(self, document: dict[str, Any]) -> None:
+        print(json.dumps(document, indent=2, sort_keys=False), file=self.out)
+
+
+class Checker:
+    """One ``pgfleet check`` run: wait, then inspect."""
+
+    def __init__(
+        self, manager: AsyncPostgresManager, timeout: float, retry_all: bool, report: Report
+    ) -> None:
+        self.manager = manager
+        self.target = manager.target
+        self.where = manager.target.describe()
+        self.timeout = timeout
+        self.retry_all = retry_all
+        self.report = report
+        self.notes: list[str] = self._file_warnings()
+
+    def _file_warnings(self) -> list[str]:
+        """Named TLS files that do not exist: libpq would skip them without a word."""
+        settings = tls.effective_settings(self.target.params)
+        notes = []
+        for key in _FILE_SETTINGS:
+            value = settings.get(key)
+            if value and value != "system" and not os.path.exists(value):
+                notes.append(f"{key}={value!r} does not exist: libpq will not use it")
+        return notes
+
+    async def run(self) -> int:
+        started = time.monotonic()
+        deadline = started + self.timeout
+        rng = random.Random()
+        attempt = 0
+        last_error = ""
+        for note in self.notes:
+            print(f"pgfleet check: warning: {note}", file=self.report.err)
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            self.report.status(
+                f"pgfleet check: {self.where}: attempt {attempt}"
+                + (f" (last error: {last_error})" if last_error else "")
+                + " ...",
+                final=False,
+            )
+            attempt_started = time.monotonic()
+            try:
+                conn = await self.manager.connect(min(remaining, ATTEMPT_TIMEOUT))
+            except (psycopg.Error, OSError) as exc:  # OSError: TimeoutError included
+                if isinstance(exc, TimeoutError):
+                    last_error = f"no answer within {min(remaining, ATTEMPT_TIMEOUT):.3g} s"
+                else:
+                    last_error = self._describe(exc)
+                hint = _hint(exc)
+                if not self.retry_all and self.manager.is_permanent(exc):
+                    return self._unreachable(
+                        attempt, started, last_error, hint, "waiting will not help"
+                    )
+                left = deadline - time.monotonic()
+                if left <= LAST_ATTEMPT:
+                    return self._unreachable(
+                        attempt,
+                        started,
+                        last_error,
+                        hint,
+                        f"not reachable within {self.timeout:g} s",
+                    )
+                # Back off, but keep time for one last attempt before the deadline.
+                delay = min(BACKOFF.delay(attempt, rng), left - LAST_ATTEMPT)
+                await self._wait_showing(attempt, last_error, time.monotonic() + delay, deadline)
+                continue
+            connect_time = time.monotonic() - attempt_started
+            try:
+                return await self._inspect(conn, attempt, started, connect_time)
+            finally:
+                await self.manager.close(conn)
+
+    async def _wait_showing(self, attempt: int, error: str, until: float, deadline: float) -> None:
+        """Sleep until `until`, redrawing the status line with the countdown."""
+        self.report.status(
+            f"pgfleet check: {self.where}: attempt {attempt} failed: {error};"
+            f" next try in {until - time.monotonic():.1f} s"
+            f" ({max(deadline - time.monotonic(), 0):.1f} s left)",
+            final=True,
+        )
+        while (left := until - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, REFRESH))
+            if self.report.live:
+                self.report.status(
+                    f"pgfleet check: {self.where}: attempt {attempt} failed: {error};"
+                    f" next try in {max(until - time.monotonic(), 0):.1f} s"
+                    f" ({max(deadline - time.monotonic(), 0):.1f} s left)",
+                    final=False,
+                )
+
+    def _describe(self, exc: BaseException) -> str:
+        lines = str(exc).strip().splitlines()
+        return self.manager.redact(lines[0] if lines else type(exc).__name__)
+
+    def _unreachable(
+        self, attempts: int, started: float, error: str, hint: str | None, why: str
+    ) -> int:
+        waited = time.monotonic() - started
+        self.report.status_clear()
+        err = self.report.err
+        print(
+            f"pgfleet check: {self.where}: {why} ({attempts} attempt(s) in {waited:.2f} s)",
+            file=err,
+        )
+        print(f"  last error: {error}", file=err)
+        if hint:
+            print(f"  hint: {self.manager.redact(hint)}", file=err)
+        if self.report.json_output:
+            self.report.emit(
+                {
+                    "ok": False,
+                    "exit_code": EXIT_UNREACHABLE,
+                    "target": self.where,
+                    "attempts": attempts,
+                    "waited_s": round(waited, 3),
+                    "error": error,
+                    "hint": self.manager.redact(hint) if hint else None,
+                }
+            )
+        return EXIT_UNREACHABLE
+
+    async def _inspect(
+        self, conn: psycopg.AsyncConnection[Any], attempts: int, started: float, connect: float
+    ) -> int:
+        waited = time.monotonic() - started
+        self.report.status_clear()
+        info = tls.tls_info(conn)
+        warning = tls.unverified_warning(conn, self.where)
+        method, source = await self._auth_method(conn, info)
+        version = conn.info.parameter_status("server_version") or "unknown"
+        pooled = await self._pooled_query_time()
+        document: dict[str, Any] = {
+            "ok": True,
+            "exit_code": EXIT_OK,
+            "target": self.where,
+            "attempts": attempts,
+            "waited_s": round(waited, 3),
+            "server_version": version,
+            "server_version_num": conn.info.server_version,
+            "auth_method": method,
+            "auth_method_source": source,
+            "tls": info.as_dict(),
+            "connect_ms": round(connect * 1000, 3),
+            "pooled_query_ms": None if pooled is None else round(pooled * 1000, 3),
+            "warnings": [*self.notes, *([warning] if warning else [])],
+        }
+        if self.report.json_output:
+            self.report.emit(document)
+            return EXIT_OK
+        out = self.report.out
+        print(
+            f"pgfleet check: {self.where} is reachable (attempt {attempts}, after {waited:.2f} s)",
+            file=out,
+        )
+        rows = [
+            ("server", f"PostgreSQL {version}"),
+            ("auth", f"{method} (from {source})"),
+            ("tls", str(info)),
+            ("connect", f"{connect * 1000:.1f} ms (new connection: network, TLS, authentication)"),
+            (
+                "pooled query",
+                "unavailable"
+                if pooled is None
+                else f"{pooled * 1000:.2f} ms (SELECT 1 on a pooled connection,"
+                f" median of {POOLED_QUERIES})",
+            ),
+        ]
+        for label, value in rows:
+            print(f"  {label:<13} {value}", file=out)
+        for note in document["warnings"]:
+            print(f"  warning: {note}", file=out)
+        return EXIT_OK
+
+    async def _auth_method(
+        self, conn: psycopg.AsyncConnection[Any], info: tls.TLSInfo
+    ) -> tuple[str, str]:
+        """The authentication method and how it was found, or ``("unknown", why)``."""
+        if conn.info.server_version >= 160000:
+            try:
+                cursor = await conn.execute("SELECT system_user")
+                row = await cursor.fetchone()
+                await conn.rollback()
+            except psycopg.Error:
+                row = None
+                await conn.rollback()
+            if row is not None and row[0]:
+                return str(row[0]).split(":", 1)[0], "system_user"
+        if psycopg.pq.version() >= 160000:
+            found = await self._probe_auth_request(conn, info)
+            if found is not None:
+                return found, "libpq require_auth probe"
+        if conn.pgconn.used_password:
+            return "password-based (scram-sha-256, md5 or password)", "libpq used_password"
+        return "unknown", "not visible to this client"
+
+    async def _probe_auth_request(
+        self, conn: psycopg.AsyncConnection[Any], info: tls.TLSInfo
+    ) -> str | None:
+        """Connect again with ``require_auth=none``: libpq stops at the server's first
+        authentication request (before sending any credential) and names it."""
+        probe = make_conninfo(self.target.conninfo, require_auth="none", channel_binding="disable")
+        try:
+            extra = await asyncio.wait_for(
+                psycopg.AsyncConnection.connect(probe, connect_timeout=5), 6
+            )
+        except psycopg.OperationalError as exc:
+            text = str(exc)
+            for request, method in _AUTH_REQUESTS.items():
+                if f"server requested {request}" in text:
+                    return method
+            return None
+        except (TimeoutError, OSError):
+            return None
+        async with extra:
+            client_dn = None
+            if info.encrypted:
+                cursor = await extra.execute(
+                    "SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                )
+                row = await cursor.fetchone()
+                client_dn = row[0] if row else None
+        if client_dn:
+            return "cert (or trust): no password asked, a client certificate was presented"
+        if info.local and info.host.startswith("/"):
+            return "peer or trust: no password asked"
+        return "trust: no password asked"
+
+    async def _pooled_query_time(self) -> float | None:
+        """The median time of ``SELECT 1`` through a warm pool of one connection."""
+        pool: AsyncPool[Any] = AsyncPool(
+            self.target.conninfo,
+            kwargs=dict(self.target.connect_kwargs),
+            min_size=1,
+            max_size=1,
+            timeout=ATTEMPT_TIMEOUT,
+            warn_unverified=False,  # the TLS report says it already
+            name="pgfleet-check",
+        )
+        try:
+            async with pool:
+                times = []
+                for _ in range(POOLED_QUERIES):
+                    began = time.perf_counter()
+                    async with pool.connection() as conn:
+                        await conn.execute("SELECT 1")
+                    times.append(time.perf_counter() - began)
+        except psycopg.Error:
+            return None
+        return statistics.median(times)
+
+
+def _hint(exc: BaseException) -> str | None:
+    for note in getattr(exc, "__notes__", ()):
+        if isinstance(note, str) and note.startswith("hint: "):
+            return note.removeprefix("hint: ")
+    return None

@@ -1,0 +1,729 @@
+"""Shell tests of `AsyncPool` with a scripted fake manager (no sockets).
+
+The asyncio file is the source, the threaded one is generated (``python tools/gen_sync.py``):
+the renamed text must be a valid threaded test. The helpers that differ between the two
+flavours come from ``support.flavours``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgfleet import (
+    AsyncPool,
+    DatabaseUnavailable,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TooManyRequests,
+)
+from support.flavours import AsyncFakeManager, AsyncFlavour, AsyncTask, FakeConn, FakeError
+
+#: A short checkout timeout; whatever waits for it must be over well within `PROMPT`.
+SHORT = 0.2
+#: A generous upper bound for something that should take `SHORT` or less.
+PROMPT = 1.5
+
+
+def fake_pool(manager: AsyncFakeManager, **kwargs: Any) -> AsyncPool[FakeConn]:
+    """A pool over `manager`: one connection, no pings unless the test asks for them."""
+    kwargs.setdefault("min_size", 1)
+    kwargs.setdefault("check_after_idle", None)
+    kwargs.setdefault("reconnect_delay", 0.02)
+    kwargs.setdefault("reconnect_max_delay", 0.1)
+    return AsyncPool(manager=manager, **kwargs)
+
+
+class BodyError(Exception):
+    """Raised by the body of a ``connection()`` block."""
+
+
+# -- construction ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "parameter"),
+    [
+        ({"min_size": 3, "max_size": 2}, ValueError, "max_size"),
+        ({"min_size": -1}, ValueError, "min_size"),
+        ({"min_size": "2"}, TypeError, "min_size"),
+        ({"min_size": True}, TypeError, "min_size"),
+        ({"max_size": 0}, ValueError, "max_size"),
+        ({"max_size": 2.5}, TypeError, "max_size"),
+        ({"timeout": -1}, ValueError, "timeout"),
+        ({"timeout": 0}, ValueError, "timeout"),
+        ({"timeout": "30"}, TypeError, "timeout"),
+        ({"timeout": float("nan")}, ValueError, "timeout"),
+        ({"max_waiting": -1}, ValueError, "max_waiting"),
+        ({"max_lifetime": -5.0}, ValueError, "max_lifetime"),
+        ({"max_idle": 0}, ValueError, "max_idle"),
+        ({"check_after_idle": -0.5}, ValueError, "check_after_idle"),
+        ({"leak_timeout": -1}, ValueError, "leak_timeout"),
+        ({"connect_timeout": 0}, ValueError, "connect_timeout"),
+        ({"reset_timeout": None}, TypeError, "reset_timeout"),
+        ({"max_connecting": 0}, ValueError, "max_connecting"),
+        ({"fail_fast": 1}, TypeError, "fail_fast"),
+        ({"reconnect_delay": 1.0, "reconnect_max_delay": 0.5}, ValueError, "reconnect_max_delay"),
+        ({"name": 3}, TypeError, "name"),
+    ],
+)
+def test_bad_settings_name_the_parameter(
+    kwargs: dict[str, Any], error: type[Exception], parameter: str
+) -> None:
+    with pytest.raises(error, match=rf"\b{parameter}\b"):
+        AsyncPool(manager=AsyncFakeManager(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"conninfo": "dbname=app"},
+        {"kwargs": {"autocommit": True}},
+        {"configure": print},
+        {"reset": print},
+        {"check": print},
+    ],
+)
+def test_manager_excludes_connection_arguments(extra: dict[str, Any]) -> None:
+    with pytest.raises(TypeError, match=r"\bmanager\b"):
+        AsyncPool(manager=AsyncFakeManager(), **extra)
+
+
+def test_settings_defaults() -> None:
+    pool = AsyncPool(manager=AsyncFakeManager(), min_size=2, name="defaults")
+    assert pool.settings.max_size == 2  # max_size defaults to min_size
+    assert pool.timeout == 30.0
+    assert pool.name == "defaults"
+    assert not pool.closed
+    assert "defaults" in repr(pool)
+
+
+# -- lifecycle ---------------------------------------------------------------------------
+
+
+async def test_open_fills_min_size() -> None:
+    manager = AsyncFakeManager()
+    pool = fake_pool(manager, min_size=3, max_size=5)
+    try:
+        await pool.open(wait=True, timeout=PROMPT)
+        stats = pool.stats()
+        assert (stats.size, stats.idle, stats.in_use) == (3, 3, 0)
+        assert manager.connects == 3
+        await pool.open()  # opening an open pool is a no-op
+        assert manager.connect_attempts == 3
+    finally:
+        await pool.close()
+
+
+async def test_open_without_wait_then_wait() -> None:
+    manager = AsyncFakeManager()
+    pool = fake_pool(manager, min_size=2)
+    try:
+        await pool.open(wait=False)
+        await pool.wait(timeout=PROMPT)
+        assert pool.stats().idle == 2
+    finally:
+        await pool.close()
+    with pytest.raises(PoolClosed):
+        await pool.wait(timeout=SHORT)
+
+
+async def test_open_wait_timeout_chains_the_connect_error() -> None:
+    manager = AsyncFakeManager()
+    manager.connect_error = FakeError("connection refused")
+    pool = fake_pool(manager, name="unready")
+    try:
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout) as info:
+            await pool.open(wait=True, timeout=SHORT)
+        assert time.monotonic() - started < PROMPT
+        assert "unready" in str(info.value)
+        assert info.value.__cause__ is manager.connect_error
+        # The pool stays open and keeps trying: it fills once the database is back.
+        manager.connect_error = None
+        await pool.wait(timeout=PROMPT)
+        assert pool.stats().idle == 1
+    finally:
+        await pool.close()
+
+
+async def test_context_manager_opens_and_closes() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=2) as pool:
+        assert not pool.closed
+        assert pool.stats().idle == 2
+        async with pool.connection() as conn:
+            assert isinstance(conn, FakeConn)
+    assert pool.closed
+    assert manager.connects == 2
+    assert all(conn.closed for conn in manager.connections)
+
+
+async def test_close_is_idempotent() -> None:
+    manager = AsyncFakeManager()
+    pool = fake_pool(manager)
+    await pool.open()
+    await pool.close()
+    await pool.close()
+    assert pool.closed
+    assert manager.closes == 1
+
+
+async def test_close_without_open() -> None:
+    pool = fake_pool(AsyncFakeManager())
+    await pool.close()
+    assert pool.closed
+
+
+async def test_getconn_before_open_is_pool_closed() -> None:
+    pool = fake_pool(AsyncFakeManager())
+    try:
+        with pytest.raises(PoolClosed, match="open"):
+            await pool.getconn(timeout=SHORT)
+    finally:
+        await pool.close()
+
+
+async def test_closed_pool_lends_nothing_and_cannot_reopen() -> None:
+    pool = fake_pool(AsyncFakeManager())
+    await pool.open()
+    await pool.close()
+    with pytest.raises(PoolClosed):
+        await pool.getconn(timeout=SHORT)
+    with pytest.raises(PoolClosed):
+        async with pool.connection(timeout=SHORT):
+            pass
+    with pytest.raises(PoolClosed):
+        await pool.open()
+
+
+async def test_close_fails_waiters_with_pool_closed() -> None:
+    manager = AsyncFakeManager()
+    pool = fake_pool(manager, min_size=1, max_size=1)
+    await pool.open()
+    conn = await pool.getconn()
+    waiter = AsyncTask(pool.getconn, 10.0)
+    await AsyncFlavour.wait_until(lambda: pool.stats().waiting == 1)
+    started = time.monotonic()
+    await pool.close(timeout=SHORT)
+    assert time.monotonic() - started < PROMPT
+    with pytest.raises(PoolClosed):
+        await waiter.join()
+    assert conn.closed
+
+
+async def test_close_waits_for_lent_connections_then_closes_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pgfleet")
+    manager = AsyncFakeManager()
+    pool = fake_pool(manager, min_size=2)
+    await pool.open()
+    conn = await pool.getconn()
+    started = time.monotonic()
+    await pool.close(timeout=SHORT)
+    elapsed = time.monotonic() - started
+    assert SHORT * 0.9 <= elapsed < PROMPT
+    assert conn.closed
+    assert all(c.closed for c in manager.connections)
+    assert any("still lent" in record.getMessage() for record in caplog.records)
+
+
+async def test_late_putconn_after_close_is_quiet() -> None:
+    manager = AsyncFakeManager()
+    pool = fake_pool(manager)
+    await pool.open()
+    conn = await pool.getconn()
+    await pool.close(timeout=SHORT)  # gives up waiting and closes it
+    assert conn.closed
+    await pool.putconn(conn)  # a worker's `finally: putconn()` during shutdown: no error
+    assert manager.closes == 1
+
+
+async def test_context_manager_that_cannot_fill_closes_the_pool() -> None:
+    manager = AsyncFakeManager()
+    manager.connect_error = FakeError("connection refused")
+    pool = fake_pool(manager, timeout=SHORT)
+    started = time.monotonic()
+    with pytest.raises(PoolTimeout) as info:
+        async with pool:
+            pytest.fail("the block must not run")
+    assert time.monotonic() - started < PROMPT
+    assert info.value.__cause__ is manager.connect_error
+    assert pool.closed  # nobody else could close it: no background work left behind
+
+
+async def test_close_returns_when_lent_connection_comes_back() -> None:
+    manager = AsyncFakeManager()
+    pool = fake_pool(manager)
+    await pool.open()
+    conn = await pool.getconn()
+    started = time.monotonic()
+    closing = AsyncTask(pool.close, 10.0)
+    await AsyncFlavour.wait_until(lambda: pool.closed)
+    await pool.putconn(conn)
+    await closing.join()
+    assert time.monotonic() - started < PROMPT
+    assert conn.closed
+
+
+# -- lending -----------------------------------------------------------------------------
+
+
+async def test_getconn_putconn_round_trip() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager) as pool:
+        conn = await pool.getconn()
+        assert isinstance(conn, FakeConn)
+        assert (pool.stats().idle, pool.stats().in_use) == (0, 1)
+        await pool.putconn(conn)
+        assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
+        assert conn.resets == 1
+        assert await pool.getconn() is conn  # the same warm connection
+        await pool.putconn(conn)
+
+
+async def test_putconn_of_a_foreign_object_is_value_error() -> None:
+    async with fake_pool(AsyncFakeManager()) as pool:
+        with pytest.raises(ValueError, match="not lent"):
+            await pool.putconn(FakeConn(99))
+        with pytest.raises(ValueError, match="not lent"):
+            await pool.putconn(object())  # type: ignore[arg-type]
+        conn = await pool.getconn()
+        await pool.putconn(conn)
+        with pytest.raises(ValueError, match="not lent"):
+            await pool.putconn(conn)  # twice
+        assert pool.stats().idle == 1
+
+
+async def test_putconn_to_another_pool_is_value_error() -> None:
+    async with fake_pool(AsyncFakeManager()) as pool, fake_pool(AsyncFakeManager()) as other:
+        conn = await pool.getconn()
+        with pytest.raises(ValueError, match="not lent"):
+            await other.putconn(conn)
+        await pool.putconn(conn)
+
+
+async def test_connection_returns_the_connection_when_the_body_raises() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager) as pool:
+        error = BodyError("boom")
+        with pytest.raises(BodyError) as info:
+            async with pool.connection() as conn:
+                raise error
+        assert info.value is error  # unchanged, not wrapped
+        assert info.value.__cause__ is None
+        stats = pool.stats()
+        assert (stats.idle, stats.in_use) == (1, 0)
+        assert not conn.closed
+        async with pool.connection() as again:
+            assert again is conn
+
+
+async def test_connection_commits_only_a_block_that_ends_cleanly() -> None:
+    async with fake_pool(AsyncFakeManager()) as pool:
+        async with pool.connection() as conn:
+            pass
+        assert (conn.commits, conn.resets) == (1, 1)
+        with pytest.raises(BodyError):
+            async with pool.connection() as conn:
+                raise BodyError("boom")
+        assert (conn.commits, conn.resets) == (1, 2)  # rolled back by the reset instead
+
+
+async def test_commit_error_propagates_and_the_connection_comes_back() -> None:
+    async with fake_pool(AsyncFakeManager()) as pool:
+        with pytest.raises(FakeError, match="commit"):
+            async with pool.connection() as conn:
+                conn.commit_fails = True
+        stats = pool.stats()
+        assert (stats.idle, stats.in_use) == (1, 0)
+        assert conn.resets == 1
+
+
+async def test_connection_passes_psycopg_errors_through() -> None:
+    async with fake_pool(AsyncFakeManager()) as pool:
+        error = psycopg.errors.UniqueViolation("duplicate key")
+        with pytest.raises(psycopg.errors.UniqueViolation) as info:
+            async with pool.connection():
+                raise error
+        assert info.value is error
+        assert pool.stats().idle == 1
+
+
+async def test_connection_timeout_argument() -> None:
+    async with fake_pool(AsyncFakeManager(), max_size=1, timeout=10.0) as pool:
+        conn = await pool.getconn()
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            async with pool.connection(timeout=SHORT):
+                pass
+        assert time.monotonic() - started < PROMPT
+        await pool.putconn(conn)
+
+
+async def test_timeout_names_the_pool() -> None:
+    async with fake_pool(AsyncFakeManager(), max_size=1, name="orders-db") as pool:
+        conn = await pool.getconn()
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout) as info:
+            await pool.getconn(timeout=SHORT)
+        elapsed = time.monotonic() - started
+        assert SHORT * 0.9 <= elapsed < PROMPT
+        error = info.value
+        assert isinstance(error, TimeoutError)
+        assert isinstance(error, PoolError)
+        assert not isinstance(error, DatabaseUnavailable)
+        assert "orders-db" in str(error)
+        assert error.__cause__ is None  # no connection attempt ever failed
+        stats = pool.stats()
+        assert (stats.timeouts, stats.waiting) == (1, 0)  # no ghost waiter
+        await pool.putconn(conn)
+        assert pool.stats().idle == 1  # not handed to the departed caller
+        assert await pool.getconn(timeout=SHORT) is conn
+        await pool.putconn(conn)
+
+
+async def test_timeout_cause_is_the_last_connect_error() -> None:
+    manager = AsyncFakeManager()
+    manager.connect_error = FakeError("connection refused")
+    pool = fake_pool(manager, fail_fast=False, name="patient")
+    try:
+        await pool.open(wait=False)
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout) as info:
+            await pool.getconn(timeout=SHORT)
+        elapsed = time.monotonic() - started
+        assert SHORT * 0.9 <= elapsed < PROMPT  # fail_fast=False: waits out the timeout
+        assert not isinstance(info.value, DatabaseUnavailable)
+        assert "patient" in str(info.value)
+        assert info.value.__cause__ is manager.connect_error
+        assert manager.connect_failures >= 1
+    finally:
+        await pool.close()
+
+
+async def test_connect_failure_fails_fast_then_heals() -> None:
+    manager = AsyncFakeManager()
+    manager.connect_error = FakeError("connection refused")
+    pool = fake_pool(manager, name="down")
+    try:
+        await pool.open(wait=False)
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable) as info:
+            await pool.getconn(timeout=10.0)
+        assert time.monotonic() - started < PROMPT  # not the 10 s timeout
+        assert isinstance(info.value, PoolTimeout)
+        assert "down" in str(info.value)
+        assert info.value.__cause__ is manager.connect_error
+        stats = pool.stats()
+        assert stats.database_down
+        assert stats.failed_fast >= 1
+        assert stats.waiting == 0
+        # The database is back: the next checkout succeeds at once, with no error.
+        manager.connect_error = None
+        started = time.monotonic()
+        conn = await pool.getconn(timeout=10.0)
+        assert time.monotonic() - started < PROMPT
+        assert not pool.stats().database_down
+        await pool.putconn(conn)
+    finally:
+        await pool.close()
+
+
+async def test_too_many_requests_with_max_waiting() -> None:
+    async with fake_pool(AsyncFakeManager(), max_size=1, max_waiting=1) as pool:
+        conn = await pool.getconn()
+        waiter = AsyncTask(pool.getconn, 10.0)
+        await AsyncFlavour.wait_until(lambda: pool.stats().waiting == 1)
+        started = time.monotonic()
+        with pytest.raises(TooManyRequests, match="max_waiting"):
+            await pool.getconn(timeout=10.0)
+        assert time.monotonic() - started < PROMPT  # refused at once
+        await pool.putconn(conn)
+        assert await waiter.join() is conn  # the queued caller was served
+        await pool.putconn(conn)
+        stats = pool.stats()
+        assert stats.rejected == 1
+        assert pool.get_stats()["requests_errors"] == 1
+
+
+async def test_waiters_are_served_first_come_first_served() -> None:
+    async with fake_pool(AsyncFakeManager(), max_size=1) as pool:
+        conn = await pool.getconn()
+        first = AsyncTask(pool.getconn, 10.0)
+        await AsyncFlavour.wait_until(lambda: pool.stats().waiting == 1)
+        second = AsyncTask(pool.getconn, 10.0)
+        await AsyncFlavour.wait_until(lambda: pool.stats().waiting == 2)
+        await pool.putconn(conn)
+        assert await first.join() is conn
+        assert not second.done()
+        await pool.putconn(conn)
+        assert await second.join() is conn
+        await pool.putconn(conn)
+
+
+async def test_pool_grows_on_demand_up_to_max_size() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=0, max_size=3) as pool:
+        assert manager.connects == 0
+        conns = [await pool.getconn(timeout=PROMPT) for _ in range(3)]
+        assert len({id(conn) for conn in conns}) == 3
+        assert manager.connects == 3
+        with pytest.raises(PoolTimeout):
+            await pool.getconn(timeout=SHORT)
+        assert manager.connect_attempts == 3  # never above max_size
+        for conn in conns:
+            await pool.putconn(conn)
+        assert pool.stats().idle == 3
+
+
+# -- health --------------------------------------------------------------------------------
+
+
+async def test_broken_connection_on_return_is_discarded_and_replaced() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=1, max_size=1) as pool:
+        conn = await pool.getconn()
+        conn.broken = True
+        await pool.putconn(conn)
+        assert conn.closed
+        await AsyncFlavour.wait_until(lambda: pool.stats().idle == 1)
+        replacement = await pool.getconn()
+        assert replacement is not conn
+        assert not replacement.closed
+        await pool.putconn(replacement)
+        stats = pool.stats()
+        assert stats.returns_broken == 1
+        assert stats.connections_closed.get("broken") == 1
+        assert pool.get_stats()["returns_bad"] == 1
+
+
+async def test_broken_idle_connection_is_not_lent() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=1, max_size=1) as pool:
+        [first] = manager.connections
+        first.broken = True  # its socket died while it sat idle
+        conn = await pool.getconn(timeout=PROMPT)
+        assert conn is not first
+        assert first.closed
+        await pool.putconn(conn)
+
+
+async def test_reset_failure_discards_the_connection() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=1, max_size=1) as pool:
+        conn = await pool.getconn()
+        conn.reset_fails = True
+        await pool.putconn(conn)  # no error for the caller
+        assert conn.resets == 1
+        assert conn.closed
+        await AsyncFlavour.wait_until(lambda: pool.stats().idle == 1)
+        replacement = await pool.getconn()
+        assert replacement is not conn
+        await pool.putconn(replacement)
+        assert pool.stats().returns_broken == 1
+
+
+async def test_reset_failure_in_connection_block() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=1, max_size=1) as pool:
+        async with pool.connection() as conn:
+            conn.reset_fails = True
+        assert conn.closed
+        async with pool.connection(timeout=PROMPT) as replacement:
+            assert replacement is not conn
+
+
+@pytest.mark.parametrize(("check_after_idle", "checks"), [(0, 1), (None, 0), (60.0, 0)])
+async def test_check_before_lending_after_idle(check_after_idle: float | None, checks: int) -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, check_after_idle=check_after_idle) as pool:
+        conn = await pool.getconn()
+        assert conn.checks == checks
+        await pool.putconn(conn)
+        assert pool.stats().checks == checks
+
+
+async def test_failed_check_lends_another_connection() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=2, max_size=2, check_after_idle=0) as pool:
+        manager.fail_checks = 1
+        conn = await pool.getconn(timeout=PROMPT)  # no error for the caller
+        assert not conn.closed
+        [failed] = [c for c in manager.connections if c.closed]
+        assert failed is not conn
+        assert failed.checks == 1
+        await pool.putconn(conn)
+        stats = pool.stats()
+        assert stats.checks_failed == 1
+        assert stats.checkouts == 1  # the failed attempt is not a checkout
+        await AsyncFlavour.wait_until(lambda: pool.stats().idle == 2)
+
+
+async def test_check_replaces_failing_idle_connections() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=1, max_size=1) as pool:
+        manager.fail_checks = 1
+        await pool.check()  # pool.check(): ping every idle connection now
+        [first, *_] = manager.connections
+        assert first.closed
+        await AsyncFlavour.wait_until(lambda: pool.stats().idle == 1)
+        assert manager.connects == 2
+        assert pool.stats().checks_failed == 1
+
+
+async def test_max_lifetime_replaces_old_connections() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, max_lifetime=0.05) as pool:
+        [first] = manager.connections
+        await AsyncFlavour.wait_until(lambda: first.closed and pool.stats().idle == 1)
+        assert pool.stats().connections_closed.get("expired", 0) >= 1
+        conn = await pool.getconn()
+        assert conn is not first
+        await pool.putconn(conn)
+
+
+async def test_max_idle_shrinks_to_min_size() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=1, max_size=3, max_idle=0.05) as pool:
+        conns = [await pool.getconn(timeout=PROMPT) for _ in range(3)]
+        for conn in conns:
+            await pool.putconn(conn)
+        await AsyncFlavour.wait_until(lambda: pool.stats().size == 1)
+        assert pool.stats().connections_closed.get("idle") == 2
+
+
+# -- administration ----------------------------------------------------------------------
+
+
+async def test_resize() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=1, max_size=1) as pool:
+        await pool.resize(3, 4)
+        await AsyncFlavour.wait_until(lambda: pool.stats().idle == 3)
+        stats = pool.stats()
+        assert (stats.min_size, stats.max_size, stats.size) == (3, 4, 3)
+        await pool.resize(1)  # max_size follows min_size
+        stats = pool.stats()
+        assert (stats.min_size, stats.max_size, stats.size) == (1, 1, 1)
+        assert manager.closes == 2
+        with pytest.raises(ValueError, match="max_size"):
+            await pool.resize(3, 2)
+        assert (pool.stats().min_size, pool.stats().max_size) == (1, 1)  # unchanged
+
+
+async def test_drain_replaces_every_connection() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=2, max_size=2) as pool:
+        old = list(manager.connections)
+        lent = await pool.getconn()
+        await pool.drain()
+        idle_old = [c for c in old if c is not lent]
+        assert all(c.closed for c in idle_old)
+        assert not lent.closed  # a lent connection is replaced when it comes back
+        await pool.putconn(lent)
+        assert lent.closed
+        await AsyncFlavour.wait_until(lambda: pool.stats().idle == 2)
+        conn = await pool.getconn()
+        assert conn not in old
+        await pool.putconn(conn)
+        closed = pool.stats().connections_closed
+        assert closed.get("drained") == 1
+        assert closed.get("retired") == 1
+
+
+async def test_stats_and_get_stats() -> None:
+    manager = AsyncFakeManager()
+    async with fake_pool(manager, min_size=1, max_size=2, name="stats") as pool:
+        first = await pool.getconn()
+        second = await pool.getconn(timeout=PROMPT)  # waits for a new connection
+        stats = pool.stats()
+        assert (stats.size, stats.idle, stats.in_use, stats.waiting) == (2, 0, 2, 0)
+        await pool.putconn(first)
+        await pool.putconn(second)
+        stats = pool.stats()
+        assert stats.name == "stats"
+        assert (stats.min_size, stats.max_size) == (1, 2)
+        assert (stats.size, stats.idle, stats.in_use, stats.connecting) == (2, 2, 0, 0)
+        assert (stats.checkouts, stats.checkouts_waited) == (2, 1)
+        assert (stats.connections_created, stats.connect_errors) == (2, 0)
+        assert stats.usage_time.count == 2
+        assert stats.wait_time.count == 2
+        assert stats.connect_time.count == 2
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            stats.idle = 5  # type: ignore[misc]
+        assert pool.get_stats() == {
+            "pool_min": 1,
+            "pool_max": 2,
+            "pool_size": 2,
+            "pool_available": 2,
+            "requests_waiting": 0,
+            "requests_num": 2,
+            "requests_queued": 1,
+            "requests_wait_ms": round(stats.wait_time.total * 1000),
+            "requests_errors": 0,
+            "usage_ms": round(stats.usage_time.total * 1000),
+            "returns_bad": 0,
+            "connections_num": 2,
+            "connections_ms": round(stats.connect_time.total * 1000),
+            "connections_errors": 0,
+            "connections_lost": 0,
+        }
+
+
+async def test_stats_count_connect_errors() -> None:
+    manager = AsyncFakeManager()
+    manager.connect_error = FakeError("refused")
+    pool = fake_pool(manager)
+    try:
+        await pool.open(wait=False)
+        await AsyncFlavour.wait_until(lambda: pool.stats().connect_errors >= 1)
+        stats = pool.get_stats()
+        assert stats["connections_errors"] >= 1
+        assert stats["connections_num"] >= 1
+    finally:
+        await pool.close()
+
+
+async def _hold_a_connection_for_a_while(pool: AsyncPool[FakeConn]) -> FakeConn:
+    return await pool.getconn()
+
+
+async def test_leak_timeout_logs_the_checkout_stack(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pgfleet")
+    async with fake_pool(AsyncFakeManager(), leak_timeout=0.05, name="leaky") as pool:
+        conn = await _hold_a_connection_for_a_while(pool)
+
+        def leak_records() -> list[logging.LogRecord]:
+            return [
+                record
+                for record in caplog.records
+                if record.levelno == logging.WARNING and "leak_timeout" in record.getMessage()
+            ]
+
+        await AsyncFlavour.wait_until(leak_records, timeout=PROMPT)
+        [record] = leak_records()
+        message = record.getMessage()
+        assert "leaky" in message
+        # The stack shows where the connection was taken, down to the caller's own line.
+        assert "in test_leak_timeout_logs_the_checkout_stack\n" in message
+        assert "in _hold_a_connection_for_a_while\n" in message
+        assert pool.stats().leaks == 1
+        await pool.putconn(conn)
+    assert any("came back" in r.getMessage() for r in caplog.records)
+
+
+async def test_leak_timeout_in_connection_block(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pgfleet")
+    async with fake_pool(AsyncFakeManager(), leak_timeout=0.05) as pool, pool.connection():
+        await AsyncFlavour.wait_until(lambda: pool.stats().leaks == 1, timeout=PROMPT)
+        await AsyncFlavour.wait_until(lambda: caplog.records, timeout=PROMPT)
+    [record] = [r for r in caplog.records if "leak_timeout" in r.getMessage()]
+    assert "in test_leak_timeout_in_connection_block\n" in record.getMessage()

@@ -1,0 +1,232 @@
+# WARNING: this file is generated from tests/faults/_async/test_outages.py by tools/gen_sync.py.
+# Do not edit it: edit the source and run `python tools/gen_sync.py`.
+
+"""Server-side faults under load: restarts, crashes, terminated backends, full servers,
+idle timeouts, a hung server.
+
+This file is the source of ``tests/faults/_sync/test_outages.py`` (``tools/gen_sync.py``).
+Every scenario runs 32 workers over 8 connections through the fault, then asserts the rules
+of `faults.workload.Report.assert_sound` and that the pool is whole (`assert_whole`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from faults._sync.common import (
+    MAX_SIZE,
+    WORKERS,
+    assert_whole,
+    backend_pids,
+    crash_and_start,
+    fault_pool,
+    hung,
+    terminate_busy,
+    unique_app,
+)
+from faults.workload import HANG_SLACK, Faults, Load
+from pgfleet import DatabaseUnavailable, PoolTimeout
+from support.cluster import ClusterFactory, PgCluster
+
+#: Checkouts that began this long after the server was ready must all succeed.
+HEALED_WITHIN = 0.5
+
+
+def outage(cluster: PgCluster, mode: str) -> None:
+    if mode == "restart":
+        Faults.run(cluster.restart, "fast")
+    else:
+        Faults.run(crash_and_start, cluster)
+
+
+@pytest.mark.parametrize("mode", ["restart", "crash"])
+def test_outage_mid_load(make_cluster: ClusterFactory, mode: str) -> None:
+    cluster = make_cluster()
+    with fault_pool(cluster, unique_app()) as pool:
+        with Load(pool, workers=WORKERS) as load:
+            load.wait_for(200)
+            outage(cluster, mode)
+            ready = time.monotonic()
+            load.wait_for(300, since=ready)
+        report = load.report()
+        report.assert_sound()
+        late = report.errors(since=ready + HEALED_WITHIN)
+        assert not late, [o.describe() for o in late[:5]]
+        assert_whole(pool)
+
+
+@pytest.mark.parametrize("mode", ["restart", "crash"])
+def test_outage_while_idle(make_cluster: ClusterFactory, mode: str) -> None:
+    cluster = make_cluster()
+    app = unique_app()
+    with fault_pool(cluster, app, min_size=MAX_SIZE) as pool:
+        before = assert_whole(pool)
+        outage(cluster, mode)
+        # The server is ready: from now on no checkout may fail, and none may be lent a
+        # connection that died in the outage.
+        with Load(pool, workers=WORKERS) as load:
+            load.wait_for(300)
+        load.report().assert_sound(pool_errors=False, in_flight=False)
+        assert not (assert_whole(pool)) & before
+
+
+def test_terminate_idle_connections(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster()
+    app = unique_app()
+    with fault_pool(cluster, app, min_size=MAX_SIZE) as pool:
+        before = assert_whole(pool)
+        assert cluster.terminate_backends(application_name=app) == MAX_SIZE
+        with Load(pool, workers=WORKERS) as load:
+            load.wait_for(300)
+        load.report().assert_sound(pool_errors=False, in_flight=False)
+        assert not (assert_whole(pool)) & before
+
+
+def test_terminate_busy_connections(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster()
+    app = unique_app()
+    with fault_pool(cluster, app) as pool:
+        with Load(pool, workers=WORKERS, query="SELECT pg_sleep(0.01)") as load:
+            killed = 0
+            for _ in range(3):
+                load.wait_for(50, since=time.monotonic())
+                killed += Faults.run(terminate_busy, cluster, app)
+            load.wait_for(100, since=time.monotonic())
+        report = load.report()
+        # The queries in flight fail; the checkouts never do: the pool replaces the dead.
+        report.assert_sound(pool_errors=False)
+        assert killed >= 3
+        assert 1 <= len(report.of("in_flight")) <= killed
+        assert pool.stats().returns_broken >= 1
+        assert_whole(pool)
+
+
+def fill_server(cluster: PgCluster, app: str) -> list[psycopg.Connection[Any]]:
+    """Connect until the server says "too many clients": the slots are all taken."""
+    hogs: list[psycopg.Connection[Any]] = []
+    while len(hogs) < 100:
+        try:
+            hogs.append(psycopg.connect(cluster.conninfo(application_name=app)))
+        except psycopg.OperationalError as exc:
+            # A full server says "too many clients" or, for the last few, that the slots
+            # left are reserved (for superusers).
+            if "too many clients" in str(exc) or "slots are reserved" in str(exc):
+                return hogs
+            error: Exception = exc
+            break
+    else:
+        error = AssertionError("the server never filled up")
+    for hog in hogs:
+        hog.close()
+    raise error
+
+
+def test_max_connections_exhausted(make_cluster: ClusterFactory) -> None:
+    # 3 of the 13 slots are reserved for superusers: 10 for the app, 2 of them the pool's.
+    cluster = make_cluster(max_connections=13)
+    app = unique_app()
+    with fault_pool(cluster, app, min_size=2) as pool:
+        hogs = Faults.run(fill_server, cluster, unique_app())
+        try:
+            with Load(pool, workers=WORKERS) as load:
+                load.wait_for(20, "pool_error")  # the pool cannot grow...
+                load.wait_for(100)  # ...but its two connections keep serving
+                stats = pool.stats()
+                assert stats.size - stats.connecting <= 2, stats
+        finally:
+            for hog in hogs:
+                hog.close()
+        full = load.report()
+        full.assert_sound(in_flight=False)
+        assert all(
+            isinstance(o.error, PoolTimeout) for o in full.of("pool_error")
+        )  # DatabaseUnavailable included
+        assert pool.stats().connect_errors >= 1
+        # The slots are free again: the pool grows back to max_size, quietly.
+        with Load(pool, workers=WORKERS) as load:
+            load.wait_for(300)
+        load.report().assert_sound(in_flight=False)
+        assert len(assert_whole(pool)) == MAX_SIZE
+
+
+def test_idle_session_timeout(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster(extra_conf={"idle_session_timeout": "300ms"})
+    app = unique_app()
+    with fault_pool(cluster, app, min_size=MAX_SIZE) as pool:
+        assert_whole(pool)
+        # Two workers keep two connections hot (LIFO) while the server closes the six others.
+        with Load(pool, workers=2) as light:
+            Faults.poll_server(lambda: len(backend_pids(cluster, app)) <= 2)
+            # Then everybody at once: the dead ones must be noticed, not lent.
+            with Load(pool, workers=WORKERS) as burst:
+                burst.wait_for(300)
+        light.report().assert_sound(pool_errors=False, in_flight=False)
+        burst.report().assert_sound(pool_errors=False, in_flight=False)
+        assert_whole(pool)
+
+
+def hold_in_transaction(pool: Any, cluster: PgCluster) -> None:
+    """Borrow a connection, leave it idle in a transaction until the server kills it."""
+    conn = pool.getconn()
+    conn.execute("SELECT 1")  # opens the transaction
+    pid = conn.info.backend_pid
+    Faults.poll_server(
+        lambda: not cluster.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", pid)
+    )
+    pool.putconn(conn)  # no error for the borrower either
+
+
+def test_idle_in_transaction_session_timeout(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster(extra_conf={"idle_in_transaction_session_timeout": "200ms"})
+    app = unique_app()
+    with fault_pool(cluster, app, min_size=MAX_SIZE) as pool:
+        assert_whole(pool)
+        with Load(pool, workers=WORKERS - 4) as load:
+            holders = [Faults.spawn(hold_in_transaction, pool, cluster) for _ in range(4)]
+            for holder in holders:
+                Faults.join(holder)
+            load.wait_for(200, since=time.monotonic())
+        load.report().assert_sound(pool_errors=False, in_flight=False)
+        assert pool.stats().returns_broken >= 4
+        assert_whole(pool)
+
+
+def test_hung_server_checkout_times_out(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster()
+    app = unique_app()
+    with fault_pool(cluster, app, max_size=4, timeout=1.0) as pool:
+        with Load(pool, workers=16, timeout=1.0) as load:
+            load.wait_for(100)
+            with hung(cluster, app):
+                # Every connection is now stuck in a query; the connects get no answer.
+                elapsed, error = Faults.timed(pool.getconn, timeout=1.0)
+                assert isinstance(error, PoolTimeout), error
+                assert not isinstance(error, DatabaseUnavailable)
+                assert elapsed < 1.0 + 0.5, elapsed
+                load.wait_for(16, "pool_error")
+            load.wait_for(100, since=time.monotonic())
+        load.report().assert_sound()
+        assert_whole(pool)
+
+
+def test_hung_server_idle_pool(make_cluster: ClusterFactory) -> None:
+    cluster = make_cluster()
+    app = unique_app()
+    # check_after_idle=0: every checkout pings, so the checkout itself meets the hung server.
+    with fault_pool(cluster, app, max_size=4, check_after_idle=0) as pool:
+        assert_whole(pool)
+        with hung(cluster, app):
+            for _ in range(2):
+                elapsed, error = Faults.timed(pool.getconn, timeout=1.0)
+                assert isinstance(error, PoolTimeout), error
+                assert elapsed < 1.0 + 0.5, elapsed
+        with Load(pool, workers=WORKERS) as load:
+            load.wait_for(200)
+        report = load.report()
+        report.assert_sound(in_flight=False)
+        assert max(o.checkout for o in report.outcomes) < pool.timeout + HANG_SLACK
+        assert_whole(pool)
