@@ -117,8 +117,9 @@ class Storm:
         self.seed = seed
         self.broken_returns = broken_returns
         self.short_timeouts = short_timeouts
-        self.attempts: list[asyncio.Task[None] | None] = [None] * ledger.workers
-        #: "waiting" while a worker is inside its checkout, "holding" inside the block.
+        self.attempts: list[asyncio.Task[bool] | None] = [None] * ledger.workers
+        #: "waiting" while a worker is inside its checkout, "holding" from inside the block
+        #: to the end of the return (commit, reset, closes: a cancellation may land there).
         self.phase: list[str] = ["idle"] * ledger.workers
         self.all_done = asyncio.Event()
         self.cancels_sent = 0

@@ -75,6 +75,10 @@ T = TypeVar("T")
 NO_ACTIONS: tuple[Action, ...] = ()
 INF = math.inf
 
+#: `Entry.waited` for a lend without a wait: by the fast path, or from the idle stack.
+FAST_LEND = -1.0
+IDLE_LEND = -2.0
+
 # Entry states.
 IDLE = "idle"
 LENT = "lent"
@@ -112,6 +116,7 @@ class Entry(Generic[T]):
         "idle_since",
         "lent_at",
         "needs_check",
+        "waited",
         "leak_reported",
         "retired",
     )
@@ -127,6 +132,9 @@ class Entry(Generic[T]):
         self.lent_at = now
         #: Set by `lend_idle`: the shell must check the connection before lending it.
         self.needs_check = False
+        #: How it was last lent, so `discard` can undo the counting: FAST_LEND,
+        #: IDLE_LEND, or the seconds the caller waited before it was handed over.
+        self.waited = FAST_LEND
         self.leak_reported = False
         #: Set by `drain`/`resize`: close instead of pooling it again.
         self.retired = False
@@ -280,6 +288,7 @@ class PoolCore(Generic[T]):
         entry.state = LENT
         entry.lent_at = now
         entry.needs_check = False
+        entry.waited = FAST_LEND
         self.lent[id(entry.conn)] = entry
         self.fast_checkouts += 1
         return entry
@@ -309,6 +318,7 @@ class PoolCore(Generic[T]):
             self._lend(entry, now)
             self.checkouts += 1
             self.wait_time.observe(0.0)
+            entry.waited = IDLE_LEND
             if self.settings.leak_timeout is not None and self._schedule(
                 now + self.settings.leak_timeout
             ):
@@ -401,13 +411,19 @@ class PoolCore(Generic[T]):
         return actions
 
     def discard(self, entry: Entry[T], now: float, reason: str = "check_failed") -> list[Action]:
-        """A lent connection failed its check before use: drop it, suspect its elders."""
+        """A lent connection was found unusable before use: drop it, suspect its elders.
+
+        `reason` is ``"check_failed"`` (it failed its ping) or ``"broken"`` (its own
+        state or socket said so). The lend is taken back out of the counters: the
+        caller did not get this connection and tries again.
+        """
         actions: list[Action] = []
         if self.lent.pop(id(entry.conn), None) is None:
             return actions
-        self.checks += 1
-        self.checks_failed += 1
-        self.checkouts -= 1  # the checkout did not happen; the caller tries again
+        self._uncount_lend(entry)
+        if reason == "check_failed":
+            self.checks += 1
+            self.checks_failed += 1
         self._mark_suspect(now, actions)
         actions.append(self._forget(entry, reason))
         return self._refill(now, actions)
@@ -659,7 +675,8 @@ class PoolCore(Generic[T]):
             waiter.outcome = entry
             self.checkouts += 1
             self.checkouts_waited += 1
-            self.wait_time.observe(max(now - waiter.enqueued_at, 0.0))
+            entry.waited = max(now - waiter.enqueued_at, 0.0)
+            self.wait_time.observe(entry.waited)
             actions.append(HandOff(waiter, entry))
             if self.settings.leak_timeout is not None and self._schedule(
                 now + self.settings.leak_timeout
@@ -686,6 +703,20 @@ class PoolCore(Generic[T]):
                 actions.append(Check(entry))
                 continue
             self._pool(entry, now, actions)
+
+    def _uncount_lend(self, entry: Entry[T]) -> None:
+        """Undo what lending `entry` added to the counters and the wait histogram."""
+        waited = entry.waited
+        if waited == FAST_LEND:
+            self.fast_checkouts -= 1
+            return
+        self.checkouts -= 1
+        if waited == IDLE_LEND:
+            waited = 0.0
+        else:
+            self.checkouts_waited -= 1
+        self.wait_time.counts[bisect_left(BUCKETS, waited)] -= 1
+        self.wait_time.total -= waited
 
     def _mark_suspect(self, now: float, actions: list[Action]) -> None:
         """One connection was found dead: check every idle connection older than now."""

@@ -39,7 +39,11 @@ class Manager(Protocol[T]):
         ...
 
     def is_broken(self, conn: T) -> bool:
-        """True when `conn` is certainly unusable. Cheap: no round trip."""
+        """True when `conn` is certainly unusable. Cheap: no round trip.
+
+        A manager may set a ``probe_after_idle`` attribute (seconds): the pool then
+        skips this call for connections known good more recently than that.
+        """
         ...
 
     def commit(self, conn: T) -> None:
@@ -148,6 +152,12 @@ class PostgresManager:
         self._check = check
         self.connect_timeout = connect_timeout
         self._probes = _pgwire.SocketProbes()
+
+    #: `is_broken` costs a zero-timeout look at the socket, which sees only what has
+    #: already arrived: news of a server gone within the last millisecond is still on
+    #: its way (and the connection's own state cannot change while it sits idle), so
+    #: the pool does not ask about connections known good more recently than this.
+    probe_after_idle = 0.001
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.target}>"

@@ -52,12 +52,6 @@ from pgfleet.errors import PoolClosed, PoolError, PoolTimeout
 
 logger = logging.getLogger("pgfleet")
 
-#: The fast path looks at a connection's socket (``is_broken``) only when it came
-#: back longer ago than this. A zero-timeout probe sees only what has already
-#: arrived: news of a server gone within the last millisecond is still on its way,
-#: so probing fresher connections would cost time and prove nothing.
-PROBE_AFTER_IDLE = 0.001
-
 ConnT = TypeVar("ConnT", default=psycopg.Connection[Any])
 
 _pool_numbers = iter(range(1, 1 << 62))
@@ -171,6 +165,9 @@ class Pool(Generic[ConnT]):
                 connect_timeout=connect_timeout,
                 warn_unverified=warn_unverified,
             )
+        #: `is_broken` is skipped for connections known good more recently than this
+        #: (the manager's ``probe_after_idle``; 0 for managers that do not set it).
+        self._probe_after_idle = float(getattr(self.manager, "probe_after_idle", 0.0))
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
         self.name = name or f"pool-{next(_pool_numbers)}"
@@ -389,7 +386,7 @@ class Pool(Generic[ConnT]):
                 if self._check_before_lending(entry, deadline):
                     break
             elif (
-                monotonic() - entry.verified_at <= PROBE_AFTER_IDLE  # e.g. just handed over
+                monotonic() - entry.verified_at <= self._probe_after_idle  # just handed over
                 or not self.manager.is_broken(entry.conn)
             ):
                 break
@@ -459,9 +456,9 @@ class Pool(Generic[ConnT]):
         try:
             # A connection that died while lent (terminated backend, restart) and came
             # back unused looks IDLE: only its socket knows, and the fast path trusts a
-            # connection returned less than PROBE_AFTER_IDLE ago, so look now unless it
-            # was lent too briefly for any news to have arrived.
-            if monotonic() - entry.lent_at > PROBE_AFTER_IDLE and self.manager.is_broken(
+            # connection returned less than `_probe_after_idle` ago, so look now unless
+            # it was lent too briefly for any news to have arrived.
+            if monotonic() - entry.lent_at > self._probe_after_idle and self.manager.is_broken(
                 entry.conn
             ):
                 broken = True
@@ -750,7 +747,7 @@ class ConnectionGuard(Generic[ConnT]):
         with pool._lock:
             entry = pool._core.lend_fast(now)
         if entry is None or (
-            now - entry.verified_at > PROBE_AFTER_IDLE and pool.manager.is_broken(entry.conn)
+            now - entry.verified_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn)
         ):
             entry = pool._checkout(self._timeout, entry)
         self._entry = entry
