@@ -34,6 +34,7 @@ FILES: list[tuple[str, str]] = [
     ("tests/faults/_async/test_outages.py", "tests/faults/_sync/test_outages.py"),
     ("tests/faults/_async/test_startup.py", "tests/faults/_sync/test_startup.py"),
     ("tests/faults/_async/test_lifecycle.py", "tests/faults/_sync/test_lifecycle.py"),
+    ("tests/faults/_async/test_proxy.py", "tests/faults/_sync/test_proxy.py"),
     ("src/pgfleet/_async/tx.py", "src/pgfleet/_sync/tx.py"),
     ("src/pgfleet/_async/bulk.py", "src/pgfleet/_sync/bulk.py"),
     ("tests/tx/test_tx_async.py", "tests/tx/test_tx_sync.py"),
@@ -67,6 +68,8 @@ RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\basync for\b"), "for"),
     (re.compile(r"\bawait\s+"), ""),
     (re.compile(r"\bAsync([A-Z]\w*)"), r"\1"),
+    # A callback's result type: awaited in asyncio, returned as is in threads.
+    (re.compile(r"\bAwaitable\[None\]"), "None"),
     (re.compile(r"\basyncio pool"), "threaded pool"),
     (re.compile(r"\basyncio programs\b"), "threaded programs"),
     (re.compile(r"``async with``"), "``with``"),

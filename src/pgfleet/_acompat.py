@@ -66,7 +66,13 @@ class AsyncWaiter(state.Waiter):
         if timeout <= 0:
             return self._future.done()
         try:
-            await asyncio.wait_for(asyncio.shield(self._future), timeout)
+            # Never asyncio.wait_for here (nor below): before Python 3.12 it swallows a
+            # cancellation that arrives together with the result, and a waiter cancelled
+            # as it was served carried on with the connection, its task never cancelled
+            # (tests/faults/test_cancellation.py). asyncio.timeout does not. Shielded: a
+            # timeout must not cancel the future that wake() completes.
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._future)
         except TimeoutError:
             return self._future.done()
         return True
@@ -122,7 +128,8 @@ class AsyncEvent:
             await self._event.wait()
             return True
         try:
-            await asyncio.wait_for(self._event.wait(), max(timeout, 0.0))
+            async with asyncio.timeout(max(timeout, 0.0)):  # not wait_for: see AsyncWaiter
+                await self._event.wait()
         except TimeoutError:
             return self._event.is_set()
         return True
@@ -231,7 +238,8 @@ async def await_fd(fd: int, want: int, timeout: float) -> int:
     if want & WAIT_W:
         loop.add_writer(fd, ready, WAIT_W)
     try:
-        return await asyncio.wait_for(future, timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: see AsyncWaiter.wait
+            return await future
     except TimeoutError:
         return 0
     finally:
@@ -263,7 +271,8 @@ sleep = time.sleep
 
 async def abounded(awaitable: Awaitable[T], timeout: float) -> T:
     """Await under a deadline: TimeoutError after `timeout` seconds."""
-    return await asyncio.wait_for(awaitable, max(timeout, 0.0))
+    async with asyncio.timeout(max(timeout, 0.0)):  # not wait_for: see AsyncWaiter.wait
+        return await awaitable
 
 
 def bounded(value: T, timeout: float) -> T:

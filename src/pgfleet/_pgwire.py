@@ -63,15 +63,20 @@ class SocketProbes:
     a parameter change), so when there is input it is consumed and the connection
     is judged by what libpq then says. One ``poll`` object per connection is kept
     because ``poll(0)`` costs half a ``select``: this runs on every checkout.
+    A FATAL seen once is remembered: consuming it leaves libpq's status OK until
+    the socket's end is read, and a second look must not call the connection fine.
     """
 
-    __slots__ = ("_polls",)
+    __slots__ = ("_dead", "_polls")
 
     def __init__(self) -> None:
         self._polls: dict[int, select.poll] = {}
+        self._dead: set[int] = set()
 
     def says_broken(self, pgconn: pq.abc.PGconn) -> bool:
         """True when the connection's socket shows the server has gone. No round trip."""
+        if self._dead and id(pgconn) in self._dead:
+            return True
         try:
             probe = self._polls.get(id(pgconn))
             if probe is None:
@@ -80,7 +85,10 @@ class SocketProbes:
             for _ in range(3):
                 if not probe.poll(0):
                     return False
-                if _consume_input_seeing_fatal(pgconn) or pgconn.status != pq.ConnStatus.OK:
+                if _consume_input_seeing_fatal(pgconn):
+                    self._dead.add(id(pgconn))
+                    return True
+                if pgconn.status != pq.ConnStatus.OK:
                     return True
         except (psycopg.OperationalError, OSError, ValueError):
             return True
@@ -89,6 +97,7 @@ class SocketProbes:
     def forget(self, pgconn: pq.abc.PGconn) -> None:
         """Drop the probe of a connection being closed (its fd number will be reused)."""
         self._polls.pop(id(pgconn), None)
+        self._dead.discard(id(pgconn))
 
 
 _FATAL_SEVERITIES = (b"FATAL", b"PANIC")

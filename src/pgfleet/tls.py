@@ -67,7 +67,7 @@ class TLSInfo:
         sslmode: the sslmode in force (from the conninfo, ``PGSSLMODE`` or libpq's
             default, ``prefer``).
         root_certificate: the root certificates the server was checked against: a file,
-            ``"system"``, or None when no root file was in force.
+            ``"system"``, or None (no root file in force, or no TLS).
         ca_verified: the server's certificate chain was verified against
             `root_certificate` (``verify-ca``, ``verify-full``, or a weaker mode that
             found a root file).
@@ -162,7 +162,8 @@ def tls_info(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> TL
     options = connection_options(pgconn)
     encrypted = bool(pgconn.ssl_in_use)
     sslmode = options.get("sslmode") or DEFAULT_SSLMODE
-    root = root_certificate_in_force(options.get("sslrootcert"))
+    # Without TLS no certificate was checked, whatever root file exists.
+    root = root_certificate_in_force(options.get("sslrootcert")) if encrypted else None
     if encrypted:
         protocol, cipher, bits = _ssl_attributes(pgconn)
     else:

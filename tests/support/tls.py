@@ -23,7 +23,7 @@ import ipaddress
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,7 @@ class TlsServer:
 
 @contextmanager
 def tls_server(
-    template: PgCluster, client_dir: Path, extra_conf: dict[str, object] | None = None
+    template: PgCluster, client_dir: Path, extra_conf: Mapping[str, object] | None = None
 ) -> Iterator[TlsServer]:
     """A started cluster (copied from `template`) with the lab's certificates installed."""
     if not template.has_tls:

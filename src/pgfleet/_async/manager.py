@@ -208,7 +208,7 @@ class AsyncPostgresManager:
         if hint is not None and not any(
             note.startswith("hint: ") for note in getattr(error, "__notes__", ())
         ):
-            error.add_note(f"hint: {hint}")
+            error.add_note(f"hint: {self.target.redact(hint)}")
         return error
 
     def _warn_if_unverified(self, conn: psycopg.AsyncConnection[Any]) -> None:

@@ -769,4 +769,7 @@ class PoolCore(Generic[T]):
 def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     first = text[0] if text else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+    described = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    # The PostgreSQL manager notes which setting to look at ("hint: check sslrootcert...").
+    hints = [note for note in getattr(error, "__notes__", ()) if str(note).startswith("hint: ")]
+    return "; ".join([described, *map(str, hints)])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import psycopg
@@ -24,7 +24,7 @@ from pgfleet._conninfo import ConnTarget
 
 T = TypeVar("T")
 
-ConnectionCallback = Callable[[psycopg.Connection[Any]], Awaitable[None]]
+ConnectionCallback = Callable[[psycopg.Connection[Any]], None]
 
 
 class Manager(Protocol[T]):
@@ -211,7 +211,7 @@ class PostgresManager:
         if hint is not None and not any(
             note.startswith("hint: ") for note in getattr(error, "__notes__", ())
         ):
-            error.add_note(f"hint: {hint}")
+            error.add_note(f"hint: {self.target.redact(hint)}")
         return error
 
     def _warn_if_unverified(self, conn: psycopg.Connection[Any]) -> None:

@@ -71,6 +71,7 @@ def add_parser(subparsers: Any) -> None:
     """Register the ``check`` subcommand on an argparse subparsers object."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "check",
+        usage="pgfleet check [-h] [--timeout S] [--json] [-q] [--retry-all-errors] [CONNINFO]",
         help="wait for the database, then report its version, authentication, TLS and timings",
         description=(
             "Wait (with back-off) until the database accepts a connection, then print the"
