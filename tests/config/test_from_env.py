@@ -3,6 +3,11 @@ connect from DATABASE_URL or libpq's PG* variables."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,3 +144,20 @@ async def test_without_database_url_libpqs_pg_variables_apply(
     async with AsyncPool.from_env(min_size=1, timeout=5) as pool, pool.connection() as conn:
         cursor = await conn.execute("SELECT current_setting('application_name')")
         assert await cursor.fetchone() == ("from-pg-env",)
+
+
+def test_the_readme_example_runs(pg: PgCluster) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Configuration and TLS", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", block],
+        env={**os.environ, "DATABASE_URL": pg.url()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("no TLS (sslmode=prefer): not encrypted")
+    assert "[local connection]" in result.stdout

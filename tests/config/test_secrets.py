@@ -81,7 +81,7 @@ def give_password(
     source: str, password: str, port: int, monkeypatch: pytest.MonkeyPatch, home: Path
 ) -> Target:
     """Hand `password` to libpq the way `source` says."""
-    where = {"host": HOST, "port": port, "user": ROLE, "dbname": APP_DBNAME}
+    where: dict[str, Any] = {"host": HOST, "port": port, "user": ROLE, "dbname": APP_DBNAME}
     url = f"postgresql://{ROLE}:{password}@{HOST}:{port}/{APP_DBNAME}"
     if source == "url":
         return Target(url, {})

@@ -14,7 +14,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgfleet import AsyncPool, Pool, PoolError, PoolTimeout, PostgresManager, tls_info
+from pgfleet import (
+    AsyncPool,
+    DatabaseUnavailable,
+    Pool,
+    PoolError,
+    PoolTimeout,
+    PostgresManager,
+    tls_info,
+)
 from support.cluster import SUPERUSER, SUPERUSER_PASSWORD, PgCluster
 from support.tls import TlsServer, tls_server
 
@@ -189,3 +197,15 @@ async def test_pool_timeout_message_carries_the_last_error_and_its_hint(
     assert "(CN)" in message
     assert isinstance(caught.value.__cause__, psycopg.OperationalError)
     assert "hint: " in rendered(caught.value)  # the cause's note, as traceback renders it
+
+
+def test_a_checkout_that_fails_fast_carries_the_hint(server: TlsServer) -> None:
+    pool = Pool(app_conninfo(server, None), min_size=0, timeout=5)
+    pool.open(wait=False)
+    try:
+        with pytest.raises(DatabaseUnavailable) as caught:
+            pool.getconn()
+    finally:
+        pool.close()
+    assert "connection requires a valid client certificate" in str(caught.value)
+    assert "hint: the server requires a client certificate" in str(caught.value)
