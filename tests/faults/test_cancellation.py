@@ -105,11 +105,7 @@ async def test_cancellation_storm(pg: PgCluster) -> None:
             worker.task.cancel()
         every = [*finished, *workers]
         _, pending = await asyncio.wait([w.task for w in every], timeout=HANG_SLACK + 2.0)
-        stuck = [
-            f"{w.phase}:\n{_stack(w.task)}"
-            for w in every
-            if w.task in pending
-        ]
+        stuck = [f"{w.phase}:\n{_stack(w.task)}" for w in every if w.task in pending]
         assert not stuck, "tasks outlived their cancellation:\n" + "\n".join(stuck[:3])
         odd = [w.task.exception() for w in every if not w.task.cancelled()]
         assert not odd, odd[:5]  # each task ended by its cancellation, nothing else
@@ -135,7 +131,7 @@ async def test_cancelled_while_holding_returns_nothing_dirty(pg: PgCluster) -> N
         for _ in range(20):
             holding = asyncio.Event()
 
-            async def hold() -> None:
+            async def hold(holding: asyncio.Event = holding) -> None:
                 async with pool.connection() as conn:
                     await conn.execute("SET LOCAL statement_timeout = '7s'")
                     holding.set()
@@ -152,3 +148,31 @@ async def test_cancelled_while_holding_returns_nothing_dirty(pg: PgCluster) -> N
                 cur = await conn.execute("SHOW statement_timeout")
                 assert await cur.fetchone() == ("0",)
         assert pool.stats().in_use == 0
+
+
+async def test_cancellation_racing_a_hand_off_is_not_swallowed(pg: PgCluster) -> None:
+    # A waiter served and cancelled at the same moment: cancel it at every step of its way
+    # back from the queue. Whenever cancel() is accepted, the task must end cancelled (and
+    # the connection go back), never carry on with it as if nothing happened.
+    async with fault_pool(pg, unique_app(), min_size=1, max_size=1) as pool:
+        swallowed = []
+        for steps in range(12):
+            held = await pool.getconn()
+            task = asyncio.create_task(pool.getconn())
+            while pool.stats().waiting == 0:
+                await asyncio.sleep(0)
+            await pool.putconn(held)  # handed to the waiting task...
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            accepted = task.cancel()  # ...which is cancelled on its way back
+            [result] = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(result, psycopg.AsyncConnection):
+                await pool.putconn(result)
+                if accepted:
+                    swallowed.append(steps)
+            else:
+                assert isinstance(result, asyncio.CancelledError), result
+        assert not swallowed, f"cancellation swallowed after {swallowed} loop steps"
+        stats = pool.stats()
+        assert stats.waiting == stats.in_use == 0, stats
+        await assert_whole(pool)

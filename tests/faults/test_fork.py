@@ -1,10 +1,10 @@
 """Fork safety, for both flavours (written per flavour: forking differs).
 
-A child forked while the parent's pool is busy must never write a byte to the parent's
-connections (not even the Terminate that closing or garbage-collecting them would send) and
-must open its own. Proof: the child's backends have other pids, the parent's backends are
-all still there afterwards, and the parent's connections keep working without one being
-found broken or replaced.
+A child forked while the parent's pool is busy (half its connections lent, half idle) must
+never write a byte to the parent's connections (not even the Terminate that closing or
+garbage-collecting them would send) and must open its own. Proof: the child's backends have
+other pids, the parent's backends are all still there afterwards, and the parent's
+connections keep working without one being found broken or replaced.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from faults._async.common import WORKERS, backend_pids, fault_pool, unique_app
+from faults._async.common import MAX_SIZE, backend_pids, fault_pool, unique_app
 from faults._async.common import assert_whole as async_assert_whole
 from faults._sync.common import assert_whole as sync_assert_whole
 from faults._sync.common import fault_pool as sync_fault_pool
@@ -96,7 +96,7 @@ def test_fork_threaded_pool(pg: PgCluster) -> None:
             pool.close()
             return {"pids": pids}
 
-        with Load(pool, workers=WORKERS) as load:
+        with Load(pool, workers=MAX_SIZE // 2) as load:
             load.wait_for(100)
             before = pool.stats()
             parent_pids = backend_pids(pg, app)
@@ -122,18 +122,20 @@ async def test_fork_asyncio_pool(pg: PgCluster) -> None:
             async def use_the_pool() -> dict[str, Any]:
                 pids = []
                 for _ in range(2):
-                    async with pool.connection(timeout=5) as first:
-                        async with pool.connection(timeout=5) as second:
-                            pids += [first.info.backend_pid, second.info.backend_pid]
-                            for conn in (first, second):
-                                cur = await conn.execute("SELECT 1")
-                                assert await cur.fetchone() == (1,)
+                    async with (
+                        pool.connection(timeout=5) as first,
+                        pool.connection(timeout=5) as second,
+                    ):
+                        pids += [first.info.backend_pid, second.info.backend_pid]
+                        for conn in (first, second):
+                            cur = await conn.execute("SELECT 1")
+                            assert await cur.fetchone() == (1,)
                 await pool.close()
                 return {"pids": pids}
 
             return asyncio.run(use_the_pool())
 
-        async with AsyncLoad(pool, workers=WORKERS) as load:
+        async with AsyncLoad(pool, workers=MAX_SIZE // 2) as load:
             await load.wait_for(100)
             before = pool.stats()
             parent_pids = await asyncio.to_thread(backend_pids, pg, app)
@@ -147,4 +149,3 @@ async def test_fork_asyncio_pool(pg: PgCluster) -> None:
         assert_parent_untouched(before, pool.stats())
         assert await async_assert_whole(pool) == parent_pids
         assert backend_pids(pg, app) == parent_pids
-

@@ -1,0 +1,125 @@
+# WARNING: this file is generated from tests/faults/_async/test_proxy.py by tools/gen_sync.py.
+# Do not edit it: edit the source and run `python tools/gen_sync.py`.
+
+"""Network faults through the TCP fault proxy (tests/support/proxy.py), under load.
+
+This file is the source of ``tests/faults/_sync/test_proxy.py`` (``tools/gen_sync.py``).
+Whatever the network does, a checkout with ``timeout=2`` returns (a connection or a
+`PoolTimeout`) within 2.5 s, and once the network is back the pool heals by itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from faults._sync.common import (
+    WORKERS,
+    assert_whole,
+    fault_pool,
+    unique_app,
+)
+from faults.workload import Faults, Load
+from pgfleet import DatabaseUnavailable, Pool, PoolTimeout
+from support.cluster import PgCluster
+from support.proxy import FaultProxy
+
+#: A checkout with timeout=2 must return within this, whatever the network does.
+PROBE_TIMEOUT = 2.0
+PROBE_BOUND = 2.5
+#: Checkouts that began this long after the network healed must all succeed.
+HEALED_WITHIN = 1.0
+
+FAULTS: dict[str, Callable[[FaultProxy], None]] = {
+    "reset": FaultProxy.reset,
+    "close": FaultProxy.close,
+    "delay": lambda proxy: proxy.delay(200),
+    "blackhole": FaultProxy.blackhole,
+    "cut": lambda proxy: proxy.cut_after(300, "down"),
+}
+
+
+@pytest.fixture
+def proxy(pg: PgCluster) -> Iterator[FaultProxy]:
+    with FaultProxy(("127.0.0.1", pg.port)) as proxy:
+        yield proxy
+
+
+def probe(pool: Pool[Any]) -> tuple[float, Any]:
+    """One checkout with timeout=2: how long it took and what it gave (given back)."""
+    elapsed, result = Faults.timed(pool.getconn, timeout=PROBE_TIMEOUT)
+    if isinstance(result, psycopg.Connection):
+        pool.putconn(result)
+    else:
+        assert isinstance(result, PoolTimeout), result  # DatabaseUnavailable included
+    assert elapsed < PROBE_BOUND, f"a checkout with timeout=2 took {elapsed:.3f} s"
+    return elapsed, result
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_network_fault_under_load(pg: PgCluster, proxy: FaultProxy, fault: str) -> None:
+    with fault_pool(pg.conninfo(port=proxy.port), unique_app()) as pool:
+        with Load(pool, workers=WORKERS, timeout=PROBE_TIMEOUT) as load:
+            load.wait_for(100)
+            Faults.run(FAULTS[fault], proxy)
+            _, result = probe(pool)
+            if fault == "blackhole":
+                # Every connection is stuck in a query, every connect in its handshake.
+                assert isinstance(result, PoolTimeout), result
+            Faults.sleep(0.3)  # the load runs through the fault a while longer
+            Faults.run(proxy.passthrough)
+            healed = time.monotonic()
+            load.wait_for(200, since=healed)
+        report = load.report()
+        report.assert_sound()
+        late = report.errors(since=healed + HEALED_WITHIN)
+        assert not late, [o.describe() for o in late[:5]]
+        assert_whole(pool)
+
+
+def test_refused_connects(pg: PgCluster, proxy: FaultProxy) -> None:
+    with fault_pool(pg.conninfo(port=proxy.port), unique_app()) as pool:
+        with Load(pool, workers=WORKERS, timeout=PROBE_TIMEOUT) as load:
+            load.wait_for(100)
+            Faults.run(proxy.refuse)
+            refused = time.monotonic()
+            # The links that are open keep working: nobody notices...
+            load.wait_for(100, since=refused)
+            assert not load.report().errors(since=refused)
+            # ...until the pool must connect: then the checkouts fail fast.
+            pool.drain()
+            load.wait_for(10, "pool_error", since=refused)
+            elapsed, result = probe(pool)
+            assert isinstance(result, DatabaseUnavailable), result
+            assert elapsed < 0.5
+            Faults.run(proxy.passthrough)
+            healed = time.monotonic()
+            load.wait_for(200, since=healed)
+        report = load.report()
+        report.assert_sound(in_flight=False)
+        assert not report.errors(since=healed + HEALED_WITHIN)
+        assert_whole(pool)
+
+
+def test_blackhole_while_idle(pg: PgCluster, proxy: FaultProxy) -> None:
+    # check_after_idle=0: each checkout pings, so the checkout itself meets the blackhole
+    # (a ping, then connects that never finish their handshake) and must keep its deadline.
+    options: dict[str, Any] = {"check_after_idle": 0, "min_size": 4, "max_size": 4}
+    with fault_pool(pg.conninfo(port=proxy.port), unique_app(), **options) as pool:
+        assert_whole(pool)
+        Faults.run(proxy.blackhole)
+        for _ in range(2):
+            _, result = probe(pool)
+            assert isinstance(result, PoolTimeout), result
+        Faults.run(proxy.passthrough)
+        healed = time.monotonic()
+        with Load(pool, workers=WORKERS, timeout=PROBE_TIMEOUT) as load:
+            load.wait_for(200)
+        report = load.report()
+        report.assert_sound(in_flight=False)
+        assert not report.errors(since=healed + HEALED_WITHIN)
+        assert_whole(pool)
