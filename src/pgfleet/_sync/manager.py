@@ -41,6 +41,9 @@ class Manager(Protocol[T]):
     def is_broken(self, conn: T) -> bool:
         """True when `conn` is certainly unusable. Cheap: no round trip.
 
+        A manager may also offer ``is_clean(conn) -> bool``: True when a returned
+        connection needs neither `commit` nor `reset`; the pool then skips both.
+
         A manager may set a ``probe_after_idle`` attribute (seconds): the pool then
         skips this call for connections known good more recently than that.
         """
@@ -236,6 +239,13 @@ class PostgresManager:
         if pgconn.status != _OK or pgconn.transaction_status in _UNUSABLE:
             return True
         return self._probes.says_broken(pgconn)
+
+    def is_clean(self, conn: psycopg.Connection[Any]) -> bool:
+        """True when `conn` came back with no transaction open and no reset callback to run.
+
+        (libpq reports a broken connection's transaction status as UNKNOWN, not IDLE.)
+        """
+        return self._reset is None and conn.pgconn.transaction_status == _IDLE
 
     def commit(self, conn: psycopg.Connection[Any]) -> None:
         """COMMIT the transaction a ``connection()`` block left open (as psycopg_pool does)."""

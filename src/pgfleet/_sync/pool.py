@@ -168,6 +168,8 @@ class Pool(Generic[ConnT]):
         #: `is_broken` is skipped for connections known good more recently than this
         #: (the manager's ``probe_after_idle``; 0 for managers that do not set it).
         self._probe_after_idle = float(getattr(self.manager, "probe_after_idle", 0.0))
+        #: The manager's optional ``is_clean``: a returned connection needs no commit/reset.
+        self._is_clean = getattr(self.manager, "is_clean", _never_clean)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
         self.name = name or f"pool-{next(_pool_numbers)}"
@@ -450,20 +452,23 @@ class Pool(Generic[ConnT]):
             actions = self._core.discard(entry, monotonic(), reason)
         self._run(actions)
 
-    def _checkin(self, entry: Entry[ConnT]) -> None:
-        """Reset a returned connection and give it back to the engine (or drop it)."""
+    def _checkin(self, entry: Entry[ConnT], clean: bool = False) -> None:
+        """Reset a returned connection and give it back to the engine (or drop it).
+
+        `clean`: the manager already said there is nothing to reset (`is_clean`).
+        """
         broken = False
+        now = monotonic()
         try:
             # A connection that died while lent (terminated backend, restart) and came
             # back unused looks IDLE: only its socket knows, and the fast path trusts a
             # connection returned less than `_probe_after_idle` ago, so look now unless
             # it was lent too briefly for any news to have arrived.
-            if monotonic() - entry.lent_at > self._probe_after_idle and self.manager.is_broken(
-                entry.conn
-            ):
+            if now - entry.lent_at > self._probe_after_idle and self.manager.is_broken(entry.conn):
                 broken = True
-            else:
+            elif not clean:
                 self.manager.reset(entry.conn, self.settings.reset_timeout)
+                now = monotonic()
         except Exception as exc:
             logger.info("pool %r: discarding a returned connection: %s", self.name, _short(exc))
             broken = True
@@ -474,7 +479,7 @@ class Pool(Generic[ConnT]):
             self._run_nowait(actions)
             raise
         with self._lock:
-            actions = self._core.release(entry, monotonic(), broken=broken)
+            actions = self._core.release(entry, now, broken=broken)
         if actions:
             self._run(actions)
         if self._closed:
@@ -762,14 +767,22 @@ class ConnectionGuard(Generic[ConnT]):
         entry, self._entry = self._entry, None
         if entry is None:
             return
+        pool = self._pool
         if exc_type is not None:
-            self._pool._checkin(entry)  # the reset rolls back, under a deadline
-            return
-        try:
-            # As psycopg_pool does: a block that ends cleanly commits its transaction.
-            self._pool.manager.commit(entry.conn)
-        finally:
-            self._pool._checkin(entry)
+            pool._checkin(entry)  # the reset rolls back, under a deadline
+        elif pool._is_clean(entry.conn):
+            pool._checkin(entry, True)  # the fast path: nothing to commit or undo
+        else:
+            try:
+                # As psycopg_pool does: a block that ends cleanly commits its transaction.
+                pool.manager.commit(entry.conn)
+            finally:
+                pool._checkin(entry)
+
+
+def _never_clean(conn: object) -> bool:
+    """For managers without ``is_clean``: always commit and reset."""
+    return False
 
 
 def _short(exc: BaseException) -> str:
