@@ -177,6 +177,7 @@ class AsyncPool(Generic[ConnT]):
         #: A connect error that waiting cannot heal (see `retry_all_errors`), until a success.
         self._permanent_error: BaseException | None = None
         self._opened_at = 0.0
+        self._ready_logged = False
         self._core: PoolCore[ConnT] = PoolCore(self.settings.core(), name=self.name)
         self._lock = AsyncCoreLock()
         self._workers = AsyncWorkers(self.name)
@@ -250,12 +251,14 @@ class AsyncPool(Generic[ConnT]):
             if closed:
                 raise PoolClosed(f"pool {self.name!r} is closed")
             if enough:
-                logger.info(
-                    "pool %r: ready, %d connection(s) in %.3f s",
-                    self.name,
-                    ready,
-                    monotonic() - self._opened_at,
-                )
+                if not self._ready_logged:  # once: a later wait() is no news
+                    self._ready_logged = True
+                    logger.info(
+                        "pool %r: ready, %d connection(s) in %.3f s",
+                        self.name,
+                        ready,
+                        monotonic() - self._opened_at,
+                    )
                 return
             permanent = self._permanent_error
             if permanent is not None:

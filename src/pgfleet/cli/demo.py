@@ -8,9 +8,11 @@ removed on exit, Ctrl-C and SIGTERM included. Exit codes: 0 success, 1 runtime f
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -108,6 +110,26 @@ def add_parser(subparsers: Any) -> None:
         default=8,
         metavar="P",
         help="connections in the pool (default: 8)",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the comparison, keep the people web service running (Ctrl-C stops it):"
+        " /people, /health, /metrics, /api/pool and a live pool page at /",
+    )
+    parser.add_argument(
+        "--serve-only",
+        action="store_true",
+        help="like --serve, without the comparison",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address the web service listens on (127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port",
+        type=_bounded_int(0, 65535),
+        default=8000,
+        help="port of the web service (default: 8000; 0: any free port)",
     )
     parser.set_defaults(handler=run)
 
@@ -339,9 +361,66 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 def _run(args: argparse.Namespace, console: _Console, gate: _SignalGate) -> int:
     stack = ExitStack()  # the embedded server's removal, when there is one
     try:
-        return _compare(args, console, gate, _target(args, console, gate, stack))
+        serving = getattr(args, "serve", False) or getattr(args, "serve_only", False)
+        listener = _listen(args, stack) if serving else None  # a taken port fails first
+        target = _target(args, console, gate, stack)
+        code = (
+            EXIT_OK if getattr(args, "serve_only", False) else _compare(args, console, gate, target)
+        )
+        if listener is not None and code == EXIT_OK:
+            code = _serve_people(args, console, gate, target, listener)
+        return code
     finally:
         stack.close()
+
+
+def _listen(args: argparse.Namespace, stack: ExitStack) -> socket.socket:
+    """Bind the web service's port now, so that a taken port is reported at once."""
+    try:
+        from pgfleet.cli import _serve
+    except ImportError as exc:
+        raise BadInput(
+            f"--serve needs {exc.name or 'starlette'}: pip install 'pgfleet[demo]'"
+        ) from None
+    try:
+        sock = _serve.listen(args.host, args.port)
+    except OSError as exc:
+        reason = (
+            "the port is taken (is another server running? choose one with --port)"
+            if exc.errno == errno.EADDRINUSE
+            else exc.strerror or str(exc)
+        )
+        raise BadInput(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+    stack.callback(sock.close)
+    return sock
+
+
+def _serve_people(
+    args: argparse.Namespace,
+    console: _Console,
+    gate: _SignalGate,
+    target: Target,
+    sock: socket.socket,
+) -> int:
+    """Run the people web service on `sock` until SIGINT/SIGTERM."""
+    from pgfleet.cli import _serve
+
+    _prepare(target)
+    # uvicorn takes SIGINT/SIGTERM while it serves and raises them again when it stops:
+    # the gate holds them, then `Interrupted` unwinds (removing the embedded server).
+    with gate.holding(then_raise=True):
+        try:
+            _serve.serve(
+                target.conninfo,
+                sock,
+                pool_size=args.pool_size,
+                announce=lambda url: console.say(f"serving on {url}"),
+                redact=target.redact,
+                open_timeout=CHECKOUT_TIMEOUT,
+            )
+        except _serve.ServeError as exc:
+            raise Failure(target.redact(str(exc))) from None
+    return EXIT_OK
 
 
 def _target(

@@ -1,0 +1,4 @@
+"""Integrations of pgfleet with web frameworks (optional extras).
+
+- `pgfleet.integrations.starlette`: Starlette and FastAPI (``pip install 'pgfleet[starlette]'``).
+"""

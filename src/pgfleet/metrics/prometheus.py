@@ -1,0 +1,292 @@
+"""A Prometheus collector for pgfleet pools (extra ``pgfleet[prometheus]``).
+
+    from prometheus_client import REGISTRY
+    from pgfleet.metrics.prometheus import PoolCollector
+
+    collector = PoolCollector(pool)          # one or many pools
+    REGISTRY.register(collector)
+    collector.add(other_pool)                # later, as pools come and go
+
+Every scrape calls each pool's `stats()` once and reports that one snapshot, so the numbers
+of a pool are consistent with each other. Every series has the label ``pool`` (the pool's
+``name``); names must be unique among the registered pools.
+
+Metrics (the counters are exposed with the ``_total`` suffix, the histograms with
+``_bucket``/``_sum``/``_count``; the histogram buckets are the pool's, cumulative, with
+``+Inf``):
+
+==========================================  =========  ===============================
+name                                        type       labels besides ``pool``
+==========================================  =========  ===============================
+``pgfleet_pool_connections``                gauge      ``state``: idle, in_use,
+                                                       checking, connecting
+``pgfleet_pool_connections_min``            gauge
+``pgfleet_pool_connections_max``            gauge
+``pgfleet_pool_waiting``                    gauge
+``pgfleet_pool_database_down``              gauge
+``pgfleet_checkouts_total``                 counter
+``pgfleet_checkouts_waited_total``          counter
+``pgfleet_checkout_timeouts_total``         counter
+``pgfleet_checkouts_rejected_total``        counter
+``pgfleet_checkouts_failed_fast_total``     counter
+``pgfleet_connections_created_total``       counter
+``pgfleet_connect_errors_total``            counter
+``pgfleet_connections_closed_total``        counter    ``reason``
+``pgfleet_connection_checks_total``         counter
+``pgfleet_connection_checks_failed_total``  counter
+``pgfleet_connection_resets_total``         counter
+``pgfleet_returns_broken_total``            counter
+``pgfleet_connection_leaks_total``          counter
+``pgfleet_transaction_retries_total``       counter
+``pgfleet_checkout_wait_seconds``           histogram
+``pgfleet_connection_usage_seconds``        histogram
+``pgfleet_connect_seconds``                 histogram
+==========================================  =========  ===============================
+
+``pgfleet_pool_connections`` is one gauge with a ``state`` label (rather than one gauge per
+state) because the states partition the pool: ``sum without (state)`` is the pool's size.
+
+Lifetime: the collector holds its pools by weak reference; a pool that has been garbage
+collected simply disappears from the output. A closed pool that is still referenced keeps
+reporting its last numbers until it is removed with `remove`.
+
+Threads: `pgfleet.Pool.stats()` takes the pool's lock. `pgfleet.AsyncPool.stats()` takes no
+lock (the asyncio pool lives on one thread); scraped from another thread (for example
+``prometheus_client.start_http_server``) each number is read atomically, but the gauges of
+one scrape may come from instants a few microseconds apart. Serve ``/metrics`` from the
+event loop (``generate_latest()`` in a handler) for a strictly consistent snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from pgfleet._core import PoolStats
+from pgfleet._core.stats import HistogramSnapshot
+from pgfleet.metrics._pools import PoolSet, StatsSource
+
+__all__ = ["PoolCollector"]
+
+#: The connection states of ``pgfleet_pool_connections``, with how to read each one.
+_STATES: tuple[tuple[str, Callable[[PoolStats], int]], ...] = (
+    ("idle", lambda s: s.idle),
+    ("in_use", lambda s: s.in_use),
+    ("checking", lambda s: s.checking),
+    ("connecting", lambda s: s.connecting),
+)
+
+#: Gauges with the ``pool`` label only: name, help, value.
+_GAUGES: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
+    (
+        "pgfleet_pool_connections_min",
+        "Connections the pool keeps open even when idle (min_size).",
+        lambda s: s.min_size,
+    ),
+    (
+        "pgfleet_pool_connections_max",
+        "The most connections the pool may have open at once (max_size).",
+        lambda s: s.max_size,
+    ),
+    (
+        "pgfleet_pool_waiting",
+        "Checkouts queued, waiting for a connection.",
+        lambda s: s.waiting,
+    ),
+    (
+        "pgfleet_pool_database_down",
+        "1 while the pool considers the database unreachable, else 0.",
+        lambda s: 1 if s.database_down else 0,
+    ),
+)
+
+#: Counters with the ``pool`` label only: name (without ``_total``), help, value.
+_COUNTERS: tuple[tuple[str, str, Callable[[PoolStats], float]], ...] = (
+    ("pgfleet_checkouts", "Connections lent by the pool.", lambda s: s.checkouts),
+    (
+        "pgfleet_checkouts_waited",
+        "Checkouts that had to queue for a connection.",
+        lambda s: s.checkouts_waited,
+    ),
+    (
+        "pgfleet_checkout_timeouts",
+        "Checkouts that gave up after their timeout (PoolTimeout).",
+        lambda s: s.timeouts,
+    ),
+    (
+        "pgfleet_checkouts_rejected",
+        "Checkouts refused because max_waiting callers were queued (TooManyRequests).",
+        lambda s: s.rejected,
+    ),
+    (
+        "pgfleet_checkouts_failed_fast",
+        "Checkouts failed at once while the database was down (DatabaseUnavailable).",
+        lambda s: s.failed_fast,
+    ),
+    (
+        "pgfleet_connections_created",
+        "Connections opened successfully.",
+        lambda s: s.connections_created,
+    ),
+    ("pgfleet_connect_errors", "Connection attempts that failed.", lambda s: s.connect_errors),
+    ("pgfleet_connection_checks", "Health checks (pings) run.", lambda s: s.checks),
+    (
+        "pgfleet_connection_checks_failed",
+        "Health checks that failed (the connection was discarded).",
+        lambda s: s.checks_failed,
+    ),
+    (
+        "pgfleet_connection_resets",
+        "Returned connections reset (rolled back) before reuse.",
+        lambda s: s.resets,
+    ),
+    (
+        "pgfleet_returns_broken",
+        "Connections that came back unusable and were discarded.",
+        lambda s: s.returns_broken,
+    ),
+    (
+        "pgfleet_connection_leaks",
+        "Connections held longer than leak_timeout.",
+        lambda s: s.leaks,
+    ),
+    (
+        "pgfleet_transaction_retries",
+        "Transactions retried by run_transaction/transactional/transactions.",
+        lambda s: s.transaction_retries,
+    ),
+)
+
+#: Histograms: name (ending in ``_seconds``), help, value.
+_HISTOGRAMS: tuple[tuple[str, str, Callable[[PoolStats], HistogramSnapshot]], ...] = (
+    (
+        "pgfleet_checkout_wait_seconds",
+        "Time a checkout waited for a connection (0 when one was idle).",
+        lambda s: s.wait_time,
+    ),
+    (
+        "pgfleet_connection_usage_seconds",
+        "Time a connection was lent, from checkout to return.",
+        lambda s: s.usage_time,
+    ),
+    (
+        "pgfleet_connect_seconds",
+        "Time a successful connection attempt took.",
+        lambda s: s.connect_time,
+    ),
+)
+
+_CLOSED = "pgfleet_connections_closed"
+_CONNECTIONS = "pgfleet_pool_connections"
+
+
+class PoolCollector(Collector):
+    """Report the `stats()` of one or more pools to Prometheus, at scrape time.
+
+    Register it with a ``prometheus_client`` registry (``REGISTRY.register(collector)``).
+    Pools are held weakly; `add` refuses a second live pool with a name already present.
+    """
+
+    def __init__(self, *pools: StatsSource) -> None:
+        self._pools = PoolSet()
+        for pool in pools:
+            self._pools.add(pool)
+
+    def add(self, pool: StatsSource) -> None:
+        """Report on `pool` too (adding one already registered does nothing).
+
+        Raises ValueError if another registered pool has the same name.
+        """
+        self._pools.add(pool)
+
+    def remove(self, pool: StatsSource) -> None:
+        """Stop reporting on `pool` (nothing happens if it was not registered)."""
+        self._pools.remove(pool)
+
+    @property
+    def pools(self) -> list[StatsSource]:
+        """The live registered pools, in the order they were added."""
+        return list(self._pools)
+
+    def describe(self) -> Iterable[Metric]:
+        """The metric families without samples, so that a registry can check the names
+        for clashes even while no pool is registered."""
+        return self._families([])
+
+    def collect(self) -> Iterable[Metric]:
+        """The metric families with one snapshot of every registered pool."""
+        return self._families(self._pools.snapshots())
+
+    def _families(self, snapshots: list[tuple[str, PoolStats]]) -> Iterator[Metric]:
+        connections = GaugeMetricFamily(
+            _CONNECTIONS,
+            "Connections by state: idle, in_use (lent), checking (being pinged or reset), "
+            "connecting (attempts in progress). Their sum is the pool's size.",
+            labels=["pool", "state"],
+        )
+        for name, stats in snapshots:
+            for state, read in _STATES:
+                connections.add_metric([name, state], read(stats))
+        yield connections
+
+        for metric, documentation, value in _GAUGES:
+            gauge = GaugeMetricFamily(metric, documentation, labels=["pool"])
+            for name, stats in snapshots:
+                gauge.add_metric([name], value(stats))
+            yield gauge
+
+        for metric, documentation, value in _COUNTERS:
+            counter = CounterMetricFamily(metric, documentation, labels=["pool"])
+            for name, stats in snapshots:
+                counter.add_metric([name], value(stats))
+            yield counter
+
+        closed = CounterMetricFamily(
+            _CLOSED,
+            "Connections closed by the pool, by reason: expired, retired, idle, surplus, "
+            "resized, drained, check_failed, broken, pool_closed.",
+            labels=["pool", "reason"],
+        )
+        for name, stats in snapshots:
+            for reason, count in sorted(stats.connections_closed.items()):
+                closed.add_metric([name, reason], count)
+        yield closed
+
+        for metric, documentation, histogram_of in _HISTOGRAMS:
+            histogram = HistogramMetricFamily(
+                metric, documentation, labels=["pool"], unit="seconds"
+            )
+            for name, stats in snapshots:
+                snapshot = histogram_of(stats)
+                histogram.add_metric([name], cumulative_buckets(snapshot), snapshot.total)
+            yield histogram
+
+
+def cumulative_buckets(snapshot: HistogramSnapshot) -> list[tuple[str, float]]:
+    """Prometheus buckets: ``(le, observations <= le)``, cumulative, ending with ``+Inf``.
+
+    pgfleet's snapshot counts each bucket apart and keeps the overflow in its last count.
+    """
+    bounds = [_le(bound) for bound in snapshot.buckets] + ["+Inf"]
+    if len(bounds) != len(snapshot.counts):
+        raise ValueError(
+            f"histogram with {len(snapshot.buckets)} bounds has {len(snapshot.counts)} counts"
+        )
+    buckets: list[tuple[str, float]] = []
+    seen = 0
+    for bound, count in zip(bounds, snapshot.counts, strict=True):
+        seen += count
+        buckets.append((bound, seen))
+    return buckets
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as Prometheus' own client writes it (``0.005``, ``1.0``)."""
+    return repr(float(bound))
