@@ -78,3 +78,25 @@ class PoolSet:
     def snapshots(self) -> list[tuple[str, PoolStats]]:
         """``(name, stats())`` of every live pool, read now."""
         return [(pool.name, pool.stats()) for pool in self]
+
+
+class ReportsOnPools:
+    """The pool registration both exporters offer, over their `PoolSet`."""
+
+    _pools: PoolSet
+
+    def add(self, pool: StatsSource) -> None:
+        """Report on `pool` too (adding one already registered does nothing).
+
+        Raises ValueError if another registered pool has the same name.
+        """
+        self._pools.add(pool)
+
+    def remove(self, pool: StatsSource) -> None:
+        """Stop reporting on `pool` (nothing happens if it was not registered)."""
+        self._pools.remove(pool)
+
+    @property
+    def pools(self) -> list[StatsSource]:
+        """The live registered pools, in the order they were added."""
+        return list(self._pools)

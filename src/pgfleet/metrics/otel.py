@@ -79,7 +79,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from pgfleet._core import PoolStats
 from pgfleet._version import __version__
-from pgfleet.metrics._pools import PoolSet, StatsSource
+from pgfleet.metrics._pools import PoolSet, ReportsOnPools, StatsSource
 
 __all__ = ["POOL_NAME", "PoolInstruments", "instrument"]
 
@@ -258,7 +258,7 @@ def instrument(*pools: StatsSource, meter_provider: MeterProvider | None = None)
     return instruments
 
 
-class PoolInstruments:
+class PoolInstruments(ReportsOnPools):
     """The observable instruments of one meter provider and the pools they report on.
 
     Made by `instrument` (not directly): one per meter provider.
@@ -295,22 +295,6 @@ class PoolInstruments:
             description="Connections closed by the pool, by reason: expired, retired, idle, "
             "surplus, resized, drained, check_failed, broken, pool_closed.",
         )
-
-    def add(self, pool: StatsSource) -> None:
-        """Report on `pool` too (adding one already registered does nothing).
-
-        Raises ValueError if another registered pool has the same name.
-        """
-        self._pools.add(pool)
-
-    def remove(self, pool: StatsSource) -> None:
-        """Stop reporting on `pool` (nothing happens if it was not registered)."""
-        self._pools.remove(pool)
-
-    @property
-    def pools(self) -> list[StatsSource]:
-        """The live registered pools, in the order they were added."""
-        return list(self._pools)
 
     def _observer(self, read: Read) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:

@@ -71,7 +71,7 @@ from prometheus_client.registry import Collector
 
 from pgfleet._core import PoolStats
 from pgfleet._core.stats import HistogramSnapshot
-from pgfleet.metrics._pools import PoolSet, StatsSource
+from pgfleet.metrics._pools import PoolSet, ReportsOnPools, StatsSource
 
 __all__ = ["PoolCollector"]
 
@@ -187,7 +187,7 @@ _CLOSED = "pgfleet_connections_closed"
 _CONNECTIONS = "pgfleet_pool_connections"
 
 
-class PoolCollector(Collector):
+class PoolCollector(ReportsOnPools, Collector):
     """Report the `stats()` of one or more pools to Prometheus, at scrape time.
 
     Register it with a ``prometheus_client`` registry (``REGISTRY.register(collector)``).
@@ -198,22 +198,6 @@ class PoolCollector(Collector):
         self._pools = PoolSet()
         for pool in pools:
             self._pools.add(pool)
-
-    def add(self, pool: StatsSource) -> None:
-        """Report on `pool` too (adding one already registered does nothing).
-
-        Raises ValueError if another registered pool has the same name.
-        """
-        self._pools.add(pool)
-
-    def remove(self, pool: StatsSource) -> None:
-        """Stop reporting on `pool` (nothing happens if it was not registered)."""
-        self._pools.remove(pool)
-
-    @property
-    def pools(self) -> list[StatsSource]:
-        """The live registered pools, in the order they were added."""
-        return list(self._pools)
 
     def describe(self) -> Iterable[Metric]:
         """The metric families without samples, so that a registry can check the names
