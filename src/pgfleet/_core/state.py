@@ -53,6 +53,7 @@ import math
 import random
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
@@ -278,7 +279,7 @@ class PoolCore(Generic[T]):
             return None
         entry = idle[-1]
         verified_at = entry.verified_at
-        if (
+        if (  # expired, or `_needs_check` (inlined: this is the hot path)
             entry.expires_at <= now
             or verified_at < self.suspect_before
             or now - verified_at > self._check_after_idle
@@ -293,28 +294,22 @@ class PoolCore(Generic[T]):
         self.fast_checkouts += 1
         return entry
 
-    def lend_idle(self, now: float) -> tuple[Entry[T] | None, tuple[Action, ...] | list[Action]]:
-        """The fast path: lend an idle connection if one is free and nobody is queued.
+    def lend_idle(self, now: float) -> tuple[Entry[T] | None, Sequence[Action]]:
+        """The slow path's first step: lend an idle connection if nobody is queued.
 
-        Returns ``(None, actions)`` when the caller must `enqueue`. An entry comes
-        back with ``needs_check`` set when it must be checked before use.
+        Closes expired connections on the way. Returns ``(None, actions)`` when the
+        caller must `enqueue`. An entry comes back with ``needs_check`` set when it
+        must be checked before use.
         """
         if self.waiters or not self.idle or self.closed:
             return None, NO_ACTIONS
-        actions: tuple[Action, ...] | list[Action] = NO_ACTIONS
+        actions: list[Action] = []
         while self.idle:
             entry = self.idle.pop()
             if entry.expires_at <= now:
-                if actions is NO_ACTIONS:
-                    actions = []
-                assert isinstance(actions, list)
                 actions.append(self._forget(entry, "expired"))
                 continue
-            verified_at = entry.verified_at
-            entry.needs_check = verified_at < self.suspect_before or (
-                self.settings.check_after_idle is not None
-                and now - verified_at > self.settings.check_after_idle
-            )
+            entry.needs_check = self._needs_check(entry, now)
             self._lend(entry, now)
             self.checkouts += 1
             self.wait_time.observe(0.0)
@@ -322,12 +317,8 @@ class PoolCore(Generic[T]):
             if self.settings.leak_timeout is not None and self._schedule(
                 now + self.settings.leak_timeout
             ):
-                if actions is NO_ACTIONS:
-                    actions = []
-                assert isinstance(actions, list)
                 actions.append(WAKEUP)
             return entry, actions
-        assert isinstance(actions, list)
         return None, self._refill(now, actions)
 
     def enqueue(self, waiter: Waiter, now: float) -> list[Action]:
@@ -687,6 +678,11 @@ class PoolCore(Generic[T]):
         entry.idle_since = now
         self.idle.append(entry)
 
+    def _needs_check(self, entry: Entry[T], now: float) -> bool:
+        """Idle longer than ``check_after_idle``, or older than the suspect mark."""
+        verified_at = entry.verified_at
+        return verified_at < self.suspect_before or now - verified_at > self._check_after_idle
+
     def _serve_from_idle(self, now: float, actions: list[Action]) -> None:
         """Hand idle entries to queued waiters (only after a race with the fast path)."""
         while self.waiters and self.idle:
@@ -694,10 +690,7 @@ class PoolCore(Generic[T]):
             if entry.expires_at <= now:
                 actions.append(self._forget(entry, "expired"))
                 continue
-            if entry.verified_at < self.suspect_before or (
-                self.settings.check_after_idle is not None
-                and now - entry.verified_at > self.settings.check_after_idle
-            ):
+            if self._needs_check(entry, now):
                 entry.state = CHECKING
                 self.checking.add(entry)
                 actions.append(Check(entry))
