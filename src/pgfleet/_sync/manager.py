@@ -20,6 +20,7 @@ from psycopg import pq
 
 from pgfleet import _pgwire, tls
 from pgfleet._acompat import bounded, monotonic, wait_fd
+from pgfleet._connect_errors import is_permanent_error
 from pgfleet._conninfo import ConnTarget
 
 T = TypeVar("T")
@@ -66,39 +67,6 @@ class Manager(Protocol[T]):
     def close(self, conn: T) -> None:
         """Close `conn`; never raises."""
         ...
-
-
-#: libpq reports connection failures without a SQLSTATE (``sqlstate`` is None), so
-#: errors that waiting cannot heal are recognised by their text. Transient ones
-#: (refused, timeout, too many clients, starting up, shutting down) are absent.
-_PERMANENT_ERRORS: tuple[tuple[str, str], ...] = (
-    ("password authentication failed", "the password or the user is wrong"),
-    ("no pg_hba.conf entry", "the server's pg_hba.conf does not allow this connection"),
-    ("does not exist", "the database or the role does not exist"),
-    ("certificate verify failed", "the server certificate does not verify (sslrootcert?)"),
-    ("does not match host name", "the server certificate is for another host name"),
-    ("root certificate file", "sslrootcert names a missing root certificate file"),
-    ("server does not support SSL, but SSL was required", "the server has TLS off (sslmode?)"),
-    ("channel binding", "channel binding failed (channel_binding?)"),
-    ("certificate authentication failed", "the client certificate was rejected"),
-    ("connection requires a valid client certificate", "a client certificate is required"),
-    ("pg_hba.conf rejects connection", "the server's pg_hba.conf rejects this connection"),
-    ("may not be used with sslrootcert=system", "sslrootcert=system needs verify-full"),
-    ("alert unknown ca", "the server does not trust the client certificate's CA"),
-    ("certificate present, but not private key", "sslcert is set without sslkey"),
-    ("private key file", "the client key file (sslkey) is unusable"),
-)
-
-
-def permanent_reason(error: BaseException) -> str | None:
-    """Why waiting cannot heal this connection error, or None when it may."""
-    if not isinstance(error, psycopg.OperationalError):
-        return None
-    text = str(error)
-    for needle, reason in _PERMANENT_ERRORS:
-        if needle in text:
-            return reason
-    return None
 
 
 _OK = pq.ConnStatus.OK
@@ -170,8 +138,8 @@ class PostgresManager:
         return self.target.redact(text)
 
     def is_permanent(self, error: BaseException) -> bool:
-        """True when retrying the connection cannot help (see `permanent_reason`)."""
-        return permanent_reason(error) is not None
+        """True when retrying the connection cannot help (see `pgfleet._connect_errors`)."""
+        return is_permanent_error(error)
 
     def connect(self, timeout: float) -> psycopg.Connection[Any]:
         """Open, configure and return a new connection within `timeout` seconds."""
