@@ -197,27 +197,3 @@ def test_a_taken_port_exits_2_with_the_reason(serve_dsn: str) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "port is taken" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_the_fallback_collector_renders_prometheus_text() -> None:
-    from typing import Any, cast
-
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from pgfleet._core.stats import PoolStats
-    from pgfleet.cli._serve import DemoCollector
-
-    class Stub:
-        def stats(self) -> PoolStats:
-            return PoolStats(
-                name="p", min_size=1, max_size=4, size=2, idle=1, in_use=1, checking=0,
-                connecting=0, waiting=3, database_down=False, checkouts=7, checkouts_waited=1,
-                timeouts=2, rejected=0, failed_fast=0, connections_created=2, connect_errors=0,
-            )  # fmt: skip
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(DemoCollector(cast(Any, Stub())))
-    text = generate_latest(registry).decode()
-    assert 'pgfleet_pool_waiting{pool="p"} 3.0' in text
-    assert 'pgfleet_pool_checkouts_total{pool="p"} 7.0' in text
-    assert 'pgfleet_pool_wait_seconds_bucket{le="+Inf",pool="p"} 0.0' in text

@@ -8,12 +8,11 @@ else starts. Needs the ``demo`` extra (starlette, uvicorn, prometheus-client).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
@@ -21,13 +20,6 @@ from uuid import UUID
 import psycopg
 import uvicorn
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from starlette.applications import Starlette
@@ -36,7 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from pgfleet import AsyncPool
-from pgfleet._core.stats import HistogramSnapshot, PoolStats
+from pgfleet._core.stats import PoolStats
 from pgfleet.cli._workload import TABLE
 from pgfleet.integrations.starlette import (
     health_endpoint,
@@ -44,6 +36,7 @@ from pgfleet.integrations.starlette import (
     pool_lifespan,
     request_connection,
 )
+from pgfleet.metrics.prometheus import PoolCollector
 
 __all__ = ["EventLog", "ServeError", "build_app", "listen", "serve"]
 
@@ -152,69 +145,10 @@ class _Watcher:
 # -- metrics ---------------------------------------------------------------------------
 
 
-def _histogram(name: str, doc: str, h: HistogramSnapshot, pool: str) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, doc, labels=["pool"])
-    cumulative, buckets = 0, []
-    for bound, count in zip(h.buckets, h.counts, strict=False):
-        cumulative += count
-        buckets.append((repr(float(bound)), float(cumulative)))
-    buckets.append(("+Inf", float(h.count)))
-    family.add_metric([pool], buckets, h.total)
-    return family
-
-
-class DemoCollector(Collector):
-    """A small Prometheus collector for the demo's pool (label ``pool``)."""
-
-    def __init__(self, pool: AsyncPool[Any]) -> None:
-        self.pool = pool
-
-    def collect(self) -> Iterable[Metric]:
-        s = self.pool.stats()
-        label = [s.name]
-        gauges = {
-            "pgfleet_pool_size": ("Connections open or opening.", s.size),
-            "pgfleet_pool_idle": ("Idle connections.", s.idle),
-            "pgfleet_pool_in_use": ("Connections lent out.", s.in_use),
-            "pgfleet_pool_waiting": ("Callers waiting for a connection.", s.waiting),
-            "pgfleet_pool_max_size": ("The most connections the pool opens.", s.max_size),
-            "pgfleet_pool_database_down": ("1 while the database is known down.", s.database_down),
-        }
-        for name, (doc, value) in gauges.items():
-            gauge = GaugeMetricFamily(name, doc, labels=["pool"])
-            gauge.add_metric(label, float(value))
-            yield gauge
-        counters = {
-            "pgfleet_pool_checkouts": ("Connections lent.", s.checkouts),
-            "pgfleet_pool_timeouts": ("Checkouts that timed out.", s.timeouts),
-            "pgfleet_pool_connections_created": ("Connections opened.", s.connections_created),
-            "pgfleet_pool_connect_errors": ("Failed connection attempts.", s.connect_errors),
-        }
-        for name, (doc, value) in counters.items():
-            counter = CounterMetricFamily(name, doc, labels=["pool"])
-            counter.add_metric(label, float(value))
-            yield counter
-        yield _histogram(
-            "pgfleet_pool_wait_seconds",
-            "Time callers waited for a connection.",
-            s.wait_time,
-            s.name,
-        )
-        yield _histogram(
-            "pgfleet_pool_usage_seconds", "Time connections were held.", s.usage_time, s.name
-        )
-
-
 def _metrics_registry(pool: AsyncPool[Any]) -> CollectorRegistry:
-    """A registry with `pgfleet.metrics.prometheus.PoolCollector`, else `DemoCollector`."""
+    """A registry reporting on the demo's pool (`pgfleet.metrics.prometheus`)."""
     registry = CollectorRegistry(auto_describe=False)
-    collector: Collector
-    try:
-        module = importlib.import_module("pgfleet.metrics.prometheus")
-        collector = module.PoolCollector(pool)
-    except (ImportError, AttributeError):
-        collector = DemoCollector(pool)
-    registry.register(collector)
+    registry.register(PoolCollector(pool))
     return registry
 
 
