@@ -549,6 +549,7 @@ class AsyncPool(Generic[ConnT]):
                 action.waiter.wake()
             elif isinstance(action, Close):
                 self._workers.spawn(self.manager.close, action.entry.conn)
+                self._checkout_stacks.pop(action.entry.number, None)
             else:
                 self._dispatch_background(action)
 

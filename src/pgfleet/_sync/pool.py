@@ -550,6 +550,7 @@ class Pool(Generic[ConnT]):
                 action.waiter.wake()
             elif isinstance(action, Close):
                 self._workers.spawn(self.manager.close, action.entry.conn)
+                self._checkout_stacks.pop(action.entry.number, None)
             else:
                 self._dispatch_background(action)
 
