@@ -124,7 +124,7 @@ class PostgresManager:
         self.connect_timeout = connect_timeout
         self._probes = _pgwire.SocketProbes()
 
-    #: `is_broken` costs a zero-timeout look at the socket, which sees only what has
+    #: `is_broken` costs a non-blocking read of the socket, which sees only what has
     #: already arrived: news of a server gone within the last millisecond is still on
     #: its way (and the connection's own state cannot change while it sits idle), so
     #: the pool does not ask about connections known good more recently than this.

@@ -1,0 +1,110 @@
+"""The idle-connection probe (`pgfleet._pgwire.SocketProbes`) against a real server."""
+
+from __future__ import annotations
+
+import select
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import pq
+
+from pgfleet._pgwire import SocketProbes
+from support.cluster import ClusterFactory, PgCluster
+
+
+def _app() -> str:
+    return f"probe-{uuid.uuid4().hex[:12]}"
+
+
+def _connect(conninfo: str, app: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(conninfo, application_name=app, autocommit=True)
+
+
+def test_a_healthy_idle_connection_is_fine(pg_dsn: str) -> None:
+    probes = SocketProbes()
+    with _connect(pg_dsn, _app()) as conn:
+        for _ in range(3):
+            assert not probes.says_broken(conn.pgconn)
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the probe left it usable
+
+
+def test_a_terminated_backend_is_seen(pg: PgCluster, pg_dsn: str) -> None:
+    probes = SocketProbes()
+    app = _app()
+    with _connect(pg_dsn, app) as conn:
+        assert not probes.says_broken(conn.pgconn)
+        assert pg.terminate_backends(application_name=app) == 1
+        assert probes.says_broken(conn.pgconn)
+        assert probes.says_broken(conn.pgconn)  # and stays seen
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_server_shutdown_is_seen(make_cluster: ClusterFactory, mode: str) -> None:
+    """An immediate shutdown says goodbye with a WARNING (57P01), not a FATAL."""
+    cluster = make_cluster()
+    probes = SocketProbes()
+    with _connect(cluster.conninfo(), _app()) as conn:
+        assert not probes.says_broken(conn.pgconn)
+        cluster.stop(mode)  # type: ignore[arg-type]
+        assert probes.says_broken(conn.pgconn)
+
+
+def test_a_probe_loses_no_notification(pg_dsn: str) -> None:
+    """The probe has libpq parse what arrived; a notification stays with libpq and
+    reaches psycopg's handlers with the connection's next command."""
+    probes = SocketProbes()
+    channel = f"ch_{uuid.uuid4().hex[:12]}"
+    received: list[str] = []
+    with _connect(pg_dsn, _app()) as listener, _connect(pg_dsn, _app()) as sender:
+        listener.add_notify_handler(lambda n: received.append(n.payload))
+        listener.execute(f"LISTEN {channel}")
+        sender.execute("SELECT pg_notify(%s, 'hello')", (channel,))
+        readable, _, _ = select.select([listener.pgconn.socket], [], [], 5)
+        assert readable, "the notification never reached the listener"
+        assert not probes.says_broken(listener.pgconn)
+        listener.execute("SELECT 1")
+        assert received == ["hello"]
+
+
+@pytest.fixture
+def gil_switch_interval() -> Iterator[None]:
+    old = sys.getswitchinterval()
+    # Long enough that no forced GIL switch falls inside the probes below, short
+    # enough that a probe releasing the GIL costs the test at most a second or two.
+    sys.setswitchinterval(0.2)
+    yield
+    sys.setswitchinterval(old)
+
+
+@pytest.mark.usefixtures("gil_switch_interval")
+def test_a_probe_keeps_the_gil(pg_dsn: str) -> None:
+    """Under load a probe that released the GIL became a thread hand-off each time."""
+    probes = SocketProbes()
+    with _connect(pg_dsn, _app()) as conn:
+        assert conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        spins = 0
+        running = threading.Event()
+        stop = False
+
+        def spin() -> None:
+            nonlocal spins
+            running.set()
+            while not stop:
+                spins += 1
+
+        spinner = threading.Thread(target=spin, daemon=True)
+        spinner.start()
+        try:
+            running.wait()  # returns once the spinner has been made to give up the GIL
+            before = spins
+            for _ in range(10):
+                assert not probes.says_broken(conn.pgconn)
+            after = spins
+        finally:
+            stop = True
+            spinner.join()
+        assert after == before, "the spinner ran: a probe released the GIL"
