@@ -302,6 +302,16 @@ async def test_putconn_of_a_foreign_object_is_value_error() -> None:
         assert pool.stats().idle == 1
 
 
+async def test_putconn_of_a_guarded_connection_is_value_error() -> None:
+    """`connection()` gives its connection back itself: a putconn too would return it twice."""
+    async with fake_pool(AsyncFakeManager()) as pool:
+        async with pool.connection() as conn:
+            with pytest.raises(ValueError, match="not lent"):
+                await pool.putconn(conn)
+            assert pool.stats().in_use == 1
+        assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
+
+
 async def test_putconn_to_another_pool_is_value_error() -> None:
     async with fake_pool(AsyncFakeManager()) as pool, fake_pool(AsyncFakeManager()) as other:
         conn = await pool.getconn()

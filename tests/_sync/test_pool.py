@@ -303,6 +303,16 @@ def test_putconn_of_a_foreign_object_is_value_error() -> None:
         assert pool.stats().idle == 1
 
 
+def test_putconn_of_a_guarded_connection_is_value_error() -> None:
+    """`connection()` gives its connection back itself: a putconn too would return it twice."""
+    with fake_pool(FakeManager()) as pool:
+        with pool.connection() as conn:
+            with pytest.raises(ValueError, match="not lent"):
+                pool.putconn(conn)
+            assert pool.stats().in_use == 1
+        assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
+
+
 def test_putconn_to_another_pool_is_value_error() -> None:
     with fake_pool(FakeManager()) as pool, fake_pool(FakeManager()) as other:
         conn = pool.getconn()

@@ -63,7 +63,7 @@ def test_close_closes_idle_and_checking_connections() -> None:
     assert core.idle == []
     assert core.checking == set()
     assert lent is not None
-    assert core.lent == {id(lent.conn): lent}
+    assert core.lent == {lent.number: lent}
     assert core.stats().connections_closed == {"pool_closed": 2}
 
 

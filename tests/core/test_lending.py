@@ -27,7 +27,7 @@ def test_lend_idle_pops_the_most_recently_used_entry() -> None:
     assert entry is top
     assert list(actions) == []
     assert entry.state == "lent"
-    assert core.lent[id(entry.conn)] is entry
+    assert core.lent[entry.number] is entry
     assert core.idle == [bottom, middle]
     assert not entry.needs_check
 
@@ -166,7 +166,7 @@ def test_lend_fast_lends_the_top_entry_when_nothing_is_special() -> None:
     assert entry is top
     assert entry.state == "lent"
     assert not entry.needs_check
-    assert core.lent[id(entry.conn)] is entry
+    assert core.lent[entry.number] is entry
     assert core.stats().checkouts == 1
     assert core.stats().wait_time.count == 1
 
@@ -259,7 +259,7 @@ def test_enqueue_serves_from_idle_after_a_race_with_the_fast_path() -> None:
     actions = core.enqueue(waiter, 0.5)
     entry = waiter.outcome
     assert isinstance(entry, Entry)
-    assert core.lent[id(entry.conn)] is entry
+    assert core.lent[entry.number] is entry
     assert handoffs(actions) == [(waiter, entry)]
     assert core.stats().waiting == 0
     assert not core.cancel(waiter, 0.6)  # served: the caller takes the entry
@@ -361,7 +361,7 @@ def test_cancel_after_an_outcome_returns_false_and_the_caller_keeps_it() -> None
     core.release(entry, 1.0)  # served at the same moment the caller times out
     assert core.cancel(waiter, 1.0) is False
     assert waiter.outcome is entry
-    assert core.lent[id(entry.conn)] is entry  # still lent: the caller must release it
+    assert core.lent[entry.number] is entry  # still lent: the caller must release it
     assert core.stats().timeouts == 0
     # Giving it back unused puts it on the idle stack.
     core.release(entry, 1.1)

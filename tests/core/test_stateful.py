@@ -176,7 +176,7 @@ class PoolMachine(RuleBasedStateMachine):
         """A caller now holds this entry."""
         core = self.engine
         assert entry.state == "lent"
-        assert core.lent.get(id(entry.conn)) is entry
+        assert core.lent.get(entry.number) is entry
         assert all(entry is not held for held in self.holders), f"{entry} lent twice"
         assert id(entry) not in self.closed_entries
         assert entry.expires_at > self.now, "an expired connection was lent"
@@ -186,7 +186,7 @@ class PoolMachine(RuleBasedStateMachine):
         core = self.engine
         return (
             any(entry is other for other in core.idle)
-            or core.lent.get(id(entry.conn)) is entry
+            or core.lent.get(entry.number) is entry
             or entry in core.checking
         )
 
@@ -367,7 +367,7 @@ class PoolMachine(RuleBasedStateMachine):
     def release(self, entry: Entry[FakeConn], *, broken: bool) -> None:
         core = self.engine
         self.holders.remove(entry)
-        was_lent = core.lent.get(id(entry.conn)) is entry
+        was_lent = core.lent.get(entry.number) is entry
         leak_reported = entry.leak_reported
         actions = core.release(entry, self.now, broken=broken)
         if not was_lent:
@@ -388,7 +388,7 @@ class PoolMachine(RuleBasedStateMachine):
             core.check_passed(entry, self.now)
             return
         self.holders.remove(entry)
-        was_lent = core.lent.get(id(entry.conn)) is entry
+        was_lent = core.lent.get(entry.number) is entry
         actions = core.discard(entry, self.now)
         if not was_lent:
             assert list(actions) == []
@@ -518,7 +518,7 @@ class PoolMachine(RuleBasedStateMachine):
         assert all(entry.state == "idle" for entry in core.idle)
         assert all(entry.state == "checking" for entry in core.checking)
         for key, entry in core.lent.items():
-            assert key == id(entry.conn)
+            assert key == entry.number
             assert entry.state == "lent"
 
     def the_engine_agrees_with_the_shell(self) -> None:

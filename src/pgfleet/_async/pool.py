@@ -55,6 +55,8 @@ _pool_numbers = iter(range(1, 1 << 62))
 _live_pools: weakref.WeakSet[AsyncPool[Any]] = weakref.WeakSet()
 #: Connections inherited from a parent process: never closed, never collected.
 _ORPHANS: list[Any] = []
+#: The actions that wake a queued caller (a tuple: ``HandOff | Fail`` is rebuilt per use).
+_WAKES = (HandOff, Fail)
 
 
 def _forget_parent_connections() -> None:
@@ -184,6 +186,8 @@ class AsyncPool(Generic[ConnT]):
         self._wakeup = AsyncEvent()
         self._state_changed = AsyncEvent()
         self._checkout_stacks: dict[int, str] = {}
+        #: What `getconn` lent, by ``id(conn)``, for `putconn` to find.
+        self._borrowed: dict[int, Entry[ConnT]] = {}
         self._forked = False
         self._opened = False
         self._closed = False
@@ -343,12 +347,18 @@ class AsyncPool(Generic[ConnT]):
 
     async def getconn(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection; give it back with `putconn`."""
-        return (await self._checkout(timeout)).conn
+        entry = await self._checkout(timeout)
+        self._borrowed[id(entry.conn)] = entry
+        return entry.conn
 
     async def putconn(self, conn: ConnT) -> None:
         """Give back a connection borrowed with `getconn`."""
-        entry = self._core.lent.get(id(conn))
-        if entry is None or entry.conn is not conn:
+        entry = self._borrowed.pop(id(conn), None)
+        if (
+            entry is None
+            or entry.conn is not conn
+            or entry is not self._core.lent.get(entry.number)
+        ):
             if self._closed:
                 # close() already closed what was still lent after its timeout; a late
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
@@ -410,7 +420,8 @@ class AsyncPool(Generic[ConnT]):
         try:
             # Inside the try: cancelled while these actions run (a close may await),
             # the waiter must still leave the queue, not stay there as a ghost.
-            await self._run(actions)
+            if actions:
+                await self._run(actions)
             await waiter.wait(deadline - monotonic())
         except BaseException:
             # Cancelled (or interrupted) while queued. The engine may have served us at
@@ -455,17 +466,18 @@ class AsyncPool(Generic[ConnT]):
         await self._run(actions)
 
     async def _checkin(self, entry: Entry[ConnT], clean: bool = False) -> None:
-        """Reset a returned connection and give it back to the engine (or drop it).
+        """Probe and reset a returned connection, then give it back (or drop it).
 
         `clean`: the manager already said there is nothing to reset (`is_clean`).
+        The guard's fast path skips all this for a clean connection lent too briefly
+        for news of a lost server to have arrived.
         """
         broken = False
         now = monotonic()
         try:
             # A connection that died while lent (terminated backend, restart) and came
             # back unused looks IDLE: only its socket knows, and the fast path trusts a
-            # connection returned less than `_probe_after_idle` ago, so look now unless
-            # it was lent too briefly for any news to have arrived.
+            # connection returned less than `_probe_after_idle` ago, so look now.
             if now - entry.lent_at > self._probe_after_idle and self.manager.is_broken(entry.conn):
                 broken = True
             elif not clean:
@@ -482,6 +494,10 @@ class AsyncPool(Generic[ConnT]):
             raise
         with self._lock:
             actions = self._core.release(entry, now, broken=broken)
+        await self._after_release(actions)
+
+    async def _after_release(self, actions: Sequence[Action]) -> None:
+        """Carry out what a release asked for; tell a closing pool one more came back."""
         if actions:
             await self._run(actions)
         if self._closed:
@@ -526,7 +542,7 @@ class AsyncPool(Generic[ConnT]):
     async def _run(self, actions: Sequence[Action]) -> None:
         """Carry out the engine's actions (outside the lock)."""
         for index, action in enumerate(actions):
-            if isinstance(action, HandOff | Fail):
+            if isinstance(action, _WAKES):
                 action.waiter.wake()
             elif isinstance(action, Close):
                 try:
@@ -545,7 +561,7 @@ class AsyncPool(Generic[ConnT]):
     def _run_nowait(self, actions: Sequence[Action]) -> None:
         """Like `_run`, with the closes in the background (for sync contexts)."""
         for action in actions:
-            if isinstance(action, HandOff | Fail):
+            if isinstance(action, _WAKES):
                 action.waiter.wake()
             elif isinstance(action, Close):
                 self._workers.spawn(self.manager.close, action.entry.conn)
@@ -666,6 +682,7 @@ class AsyncPool(Generic[ConnT]):
         self._wakeup = AsyncEvent()
         self._state_changed = AsyncEvent()
         self._checkout_stacks = {}
+        self._borrowed = {}
         self._forked = self._opened and not self._closed
         self._opened = False
 
@@ -752,8 +769,12 @@ class AsyncConnectionGuard(Generic[ConnT]):
     async def __aenter__(self) -> ConnT:
         pool = self._pool
         now = monotonic()
-        with pool._lock:
+        lock = pool._lock
+        lock.acquire()
+        try:
             entry = pool._core.lend_fast(now)
+        finally:
+            lock.release()
         if entry is None or (
             now - entry.verified_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn)
         ):
@@ -773,8 +794,20 @@ class AsyncConnectionGuard(Generic[ConnT]):
         pool = self._pool
         if exc_type is not None:
             await pool._checkin(entry)  # the reset rolls back, under a deadline
-        elif pool._is_clean(entry.conn):
-            await pool._checkin(entry, True)  # the fast path: nothing to commit or undo
+        elif pool._is_clean(entry.conn):  # nothing to commit or undo
+            now = monotonic()
+            if now - entry.lent_at > pool._probe_after_idle:
+                await pool._checkin(entry, True)  # long enough for news: probe it
+                return
+            # The fast path, inlined: one call (in asyncio one coroutine) fewer.
+            lock = pool._lock
+            lock.acquire()
+            try:
+                actions = pool._core.release(entry, now)
+            finally:
+                lock.release()
+            if actions or pool._closed:
+                await pool._after_release(actions)
         else:
             try:
                 # As psycopg_pool does: a block that ends cleanly commits its transaction.

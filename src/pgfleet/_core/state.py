@@ -12,13 +12,13 @@ Every connection the pool knows is an `Entry` in exactly one place:
 * ``idle``    -- a stack (last in, first out) of connections ready to lend. LIFO
                  keeps the busy connections warm and lets the surplus ones sit
                  idle long enough to expire above ``min_size``.
-* ``lent``    -- connections a caller holds, by ``id(conn)``.
+* ``lent``    -- connections a caller holds, by ``Entry.number``.
 * ``checking``-- idle connections taken out to be health-checked.
 
 plus ``connecting``, the number of `Connect` actions in flight. Their sum is the
 pool's size and never exceeds ``max_size``.
 
-A caller first tries `lend_idle` (the fast path: a pop). If nothing is idle, or
+A caller first tries `lend_fast` or `lend_idle` (a pop). If nothing is idle, or
 somebody is already queued (first come, first served: nobody barges past a
 waiter), it queues a `Waiter` with `enqueue`. The engine decides every waiter's
 single outcome, an entry or an error, by writing ``waiter.outcome`` under the
@@ -131,7 +131,8 @@ class Entry(Generic[T]):
         self.verified_at = now
         self.idle_since = now
         self.lent_at = now
-        #: Set by `lend_idle`: the shell must check the connection before lending it.
+        #: Set by `lend_idle` (and cleared by a hand-over to a waiter): the shell must
+        #: check the connection before lending it. Meaningless after `lend_fast`.
         self.needs_check = False
         #: How it was last lent, so `discard` can undo the counting: FAST_LEND,
         #: IDLE_LEND, or the seconds the caller waited before it was handed over.
@@ -165,7 +166,7 @@ class PoolCore(Generic[T]):
         self.name = name
         self._rng = random.Random(seed)
         self.idle: list[Entry[T]] = []  # a stack: the top is the most recently used
-        self.lent: dict[int, Entry[T]] = {}
+        self.lent: dict[int, Entry[T]] = {}  # by `Entry.number`
         self.checking: set[Entry[T]] = set()
         self.waiters: deque[Waiter] = deque()
         self.connecting = 0
@@ -250,7 +251,7 @@ class PoolCore(Generic[T]):
         """After a close timeout: close the connections still lent out."""
         actions: list[Action] = []
         for entry in list(self.lent.values()):
-            del self.lent[id(entry.conn)]
+            del self.lent[entry.number]
             actions.append(self._forget(entry, "pool_closed"))
         return actions
 
@@ -288,9 +289,8 @@ class PoolCore(Generic[T]):
         idle.pop()
         entry.state = LENT
         entry.lent_at = now
-        entry.needs_check = False
         entry.waited = FAST_LEND
-        self.lent[id(entry.conn)] = entry
+        self.lent[entry.number] = entry
         self.fast_checkouts += 1
         return entry
 
@@ -366,13 +366,14 @@ class PoolCore(Generic[T]):
         self, entry: Entry[T], now: float, *, broken: bool = False
     ) -> tuple[Action, ...] | list[Action]:
         """A caller gives a connection back, after the shell reset it (or found it broken)."""
-        if self.lent.pop(id(entry.conn), None) is None:
+        if self.lent.pop(entry.number, None) is None:
             return NO_ACTIONS  # already forgotten: closed by close_lent or a fork
         usage = now - entry.lent_at
-        self.usage_time.counts[bisect_left(BUCKETS, usage)] += 1  # Histogram.observe, inlined
-        self.usage_time.total += usage
-        if usage > self.usage_time.maximum:
-            self.usage_time.maximum = usage
+        usage_time = self.usage_time  # Histogram.observe, inlined
+        usage_time.counts[bisect_left(BUCKETS, usage)] += 1
+        usage_time.total += usage
+        if usage > usage_time.maximum:
+            usage_time.maximum = usage
         if not (
             broken or self.waiters or self._no_fast_path or entry.retired or entry.expires_at <= now
         ):
@@ -409,7 +410,7 @@ class PoolCore(Generic[T]):
         caller did not get this connection and tries again.
         """
         actions: list[Action] = []
-        if self.lent.pop(id(entry.conn), None) is None:
+        if self.lent.pop(entry.number, None) is None:
             return actions
         self._uncount_lend(entry)
         if reason == "check_failed":
@@ -655,7 +656,7 @@ class PoolCore(Generic[T]):
         entry.state = LENT
         entry.lent_at = now
         entry.leak_reported = False
-        self.lent[id(entry.conn)] = entry
+        self.lent[entry.number] = entry
 
     def _pool(self, entry: Entry[T], now: float, actions: list[Action]) -> None:
         """Give a good entry to the oldest waiter, else put it on the idle stack."""
