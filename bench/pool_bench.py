@@ -14,9 +14,10 @@ A, B, C..., so that they share the machine's noise; a cell is the median of ``--
 The psycopg connections run in autocommit mode (asyncpg's always do), so no pool has a
 transaction to end when a connection comes back: the numbers are the pools' own costs.
 The raw-connection baseline runs the very loop the pool workers run (the ``with``, the
-clock reads, the recorded wait), lending each worker its own connection at no cost: on
-this machine that loop alone costs about 7 % of a raw `SELECT 1` loop's throughput, and
-it is not the pool's.
+clock reads, the recorded wait), lending each worker its own connection at no cost, so
+that a ratio against it is the pool's cost alone; the bare loop is shown beside it (the
+loop costs a few percent). `bench/reference_pool.py`, the least a first-come-first-served
+pool can do, shows what fairness itself costs in CPython.
 The Markdown report goes to stdout, progress to stderr.
 """
 
@@ -52,6 +53,7 @@ import asyncpg  # type: ignore[import-untyped]
 import psycopg
 import psycopg_pool
 import sqlalchemy
+from bench.reference_pool import open_fifo_pool, open_fifo_pool_async
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.pool import QueuePool
 
@@ -78,6 +80,11 @@ RAW: Final[dict[Flavour, str]] = {
     "sync": "raw psycopg.Connection",
     "async": "raw psycopg.AsyncConnection",
 }
+RAW_BARE: Final[dict[Flavour, str]] = {
+    "sync": "raw psycopg.Connection, bare loop",
+    "async": "raw psycopg.AsyncConnection, bare loop",
+}
+REFERENCE: Final = "reference: minimal FIFO pool"
 
 S = TypeVar("S")  # what an entrant's opener yields: what its measurement works on
 P = TypeVar("P")  # one slice of a timed run
@@ -497,6 +504,42 @@ async def raw_workers_async(dsn: str, count: int) -> AsyncIterator[AsyncWorkerFo
         )
 
 
+def bare_worker(conn: psycopg.Connection[Any], stop: StopFlag) -> WorkerResult:
+    """`SELECT 1` in a loop with no bookkeeping: shows what the loop itself costs."""
+    ops = 0
+    while not stop.stopped:
+        psycopg_select1(conn)
+        ops += 1
+    return WorkerResult(ops, [])
+
+
+async def bare_worker_async(conn: psycopg.AsyncConnection[Any], stop: StopFlag) -> WorkerResult:
+    ops = 0
+    while not stop.stopped:
+        await psycopg_select1_async(conn)
+        ops += 1
+    return WorkerResult(ops, [])
+
+
+@contextmanager
+def bare_workers(dsn: str, count: int) -> Iterator[WorkerFor]:
+    with ExitStack() as stack:
+        conns = [stack.enter_context(psycopg.connect(dsn, autocommit=True)) for _ in range(count)]
+        yield lambda number: partial(bare_worker, conns[number])
+
+
+@asynccontextmanager
+async def bare_workers_async(dsn: str, count: int) -> AsyncIterator[AsyncWorkerFor]:
+    async with AsyncExitStack() as stack:
+        conns = [
+            await stack.enter_async_context(
+                await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+            )
+            for _ in range(count)
+        ]
+        yield lambda number: partial(bare_worker_async, conns[number])
+
+
 def first_failure(outcomes: Sequence[WorkerResult | BaseException | None]) -> list[WorkerResult]:
     """The workers' results, or raise the first worker's exception."""
     results: list[WorkerResult] = []
@@ -709,6 +752,8 @@ def bench_select1_4x4(dsn: str, budget: Budget) -> list[Row[LoadRun]]:
                 PSYCOPG_POOL["sync"],
                 lambda: pool_workers(open_psycopg_pool(dsn, n), psycopg_select1),
             ),
+            Entrant(REFERENCE, lambda: pool_workers(open_fifo_pool(dsn, n), psycopg_select1)),
+            Entrant(RAW_BARE["sync"], partial(bare_workers, dsn, n)),
         ],
         partial(measure_threads, workers=n),
         LoadRun.merge,
@@ -729,6 +774,11 @@ def bench_select1_4x4(dsn: str, budget: Budget) -> list[Row[LoadRun]]:
                         open_psycopg_pool_async(dsn, n), psycopg_select1_async
                     ),
                 ),
+                AsyncEntrant(
+                    REFERENCE,
+                    lambda: pool_workers_async(open_fifo_pool_async(dsn, n), psycopg_select1_async),
+                ),
+                AsyncEntrant(RAW_BARE["async"], partial(bare_workers_async, dsn, n)),
             ],
             partial(measure_tasks, workers=n),
             LoadRun.merge,
@@ -752,6 +802,7 @@ def bench_oversubscribed_64x8(dsn: str, budget: Budget) -> list[Row[LoadRun]]:
                 PSYCOPG_POOL["sync"],
                 lambda: pool_workers(open_psycopg_pool(dsn, size), psycopg_select1),
             ),
+            Entrant(REFERENCE, lambda: pool_workers(open_fifo_pool(dsn, size), psycopg_select1)),
         ],
         partial(measure_threads, workers=workers),
         LoadRun.merge,
@@ -783,6 +834,12 @@ def bench_oversubscribed_64x8(dsn: str, budget: Budget) -> list[Row[LoadRun]]:
                     "asyncpg Pool, reset=no-op",
                     lambda: pool_workers_async(
                         open_asyncpg(dsn, size, reset=False), asyncpg_select1
+                    ),
+                ),
+                AsyncEntrant(
+                    REFERENCE,
+                    lambda: pool_workers_async(
+                        open_fifo_pool_async(dsn, size), psycopg_select1_async
                     ),
                 ),
             ],
