@@ -53,13 +53,17 @@ import asyncpg  # type: ignore[import-untyped]
 import psycopg
 import psycopg_pool
 import sqlalchemy
-from bench.reference_pool import open_fifo_pool, open_fifo_pool_async
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.pool import QueuePool
 
 import pgfleet
 
 ROOT: Final = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: bench/ is on the path, the root is not
+    sys.path.insert(0, str(ROOT))
+
+from bench.reference_pool import open_fifo_pool, open_fifo_pool_async  # noqa: E402
+
 SCENARIOS: Final = ("checkout", "select1_4x4", "oversubscribed_64x8")
 QUERY: Final = "SELECT 1"
 AUTOCOMMIT: Final[dict[str, Any]] = {"autocommit": True}
@@ -1049,8 +1053,6 @@ def database(dsn: str | None) -> Iterator[str]:
     if dsn is not None:
         yield dsn
         return
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     from tests.support.cluster import PgCluster, find_pg_bin
 
     bin_dir = find_pg_bin()

@@ -1,4 +1,4 @@
-"""Bulk inserts over COPY and multi-row VALUES, for asyncio connections.
+"""Bulk inserts over COPY and multi-row VALUES.
 
 Public as ``copy_rows_async`` and ``insert_values_async`` in `pgfleet.bulk`;
 the threaded twin (``_sync/bulk.py``) is generated from this file.

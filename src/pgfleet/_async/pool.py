@@ -1,4 +1,4 @@
-"""`AsyncPool`: the asyncio shell around the pool engine.
+"""`AsyncPool`: the shell that drives the pool engine.
 
 This file is the source of truth for the threaded `Pool` too:
 ``tools/gen_sync.py`` writes ``_sync/pool.py`` from it by renaming. The shell

@@ -1,7 +1,7 @@
 # WARNING: this file is generated from src/pgfleet/_async/bulk.py by tools/gen_sync.py.
 # Do not edit it: edit the source and run `python tools/gen_sync.py`.
 
-"""Bulk inserts over COPY and multi-row VALUES, for asyncio connections.
+"""Bulk inserts over COPY and multi-row VALUES.
 
 Public as ``copy_rows_async`` and ``insert_values_async`` in `pgfleet.bulk`;
 the threaded twin (``_sync/bulk.py``) is generated from this file.

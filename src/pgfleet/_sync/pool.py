@@ -1,7 +1,7 @@
 # WARNING: this file is generated from src/pgfleet/_async/pool.py by tools/gen_sync.py.
 # Do not edit it: edit the source and run `python tools/gen_sync.py`.
 
-"""`Pool`: the asyncio shell around the pool engine.
+"""`Pool`: the shell that drives the pool engine.
 
 This file is the source of truth for the threaded `Pool` too:
 ``tools/gen_sync.py`` writes ``_sync/pool.py`` from it by renaming. The shell
