@@ -12,7 +12,7 @@ the pool then discards it.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import psycopg
 from psycopg import pq
@@ -59,28 +59,26 @@ class SocketProbes:
 
     An idle connection receives nothing unless the server is going away (a
     terminated backend, a shutdown, a crash) or sent something unsolicited (a
-    notification, a parameter change). A probe reads what has arrived
-    (``PQconsumeInput``: a non-blocking read) and has libpq parse it (``PQgetResult``
-    returns at once on a connection with no query running); the connection is then
-    judged by libpq's status. Both calls keep the GIL. The probe used to ask ``poll``
-    first, which releases it: under load every probe then became a GIL hand-off
-    between threads (measured: 6 % of a threaded pool's throughput at 64 threads on
-    8 connections).
+    notification, a parameter change). A probe reads what has arrived, twice
+    (``PQconsumeInput``: a non-blocking read; one read never returns both data and
+    the end of file behind it), and has libpq parse it (``PQgetResult`` returns at
+    once on a connection with no query running); the connection is then judged by
+    libpq's status. These calls keep the GIL. The probe used to ask ``poll``, which
+    releases it: under load every probe then became a GIL hand-off between threads
+    (measured: 6 % of a threaded pool's throughput at 64 threads on 8 connections).
 
     A server going away says so before it closes the socket: a FATAL, or on an
     immediate shutdown or a crash a WARNING with SQLSTATE 57P01/57P02. libpq hands
     these to the notice processor and leaves the status OK until it reads the
-    socket's end, so each probed connection's notice handler is wrapped once by a
-    watcher: a farewell marks the connection dead for good, and any other notice
-    makes the probe read once more, for an end of file that came behind it.
+    socket's end, so the probe wraps each connection's notice handler (again if
+    somebody replaced it) with a watcher that marks the connection dead for good.
     """
 
-    __slots__ = ("_dead", "_news", "_watched")
+    __slots__ = ("_dead", "_watchers")
 
     def __init__(self) -> None:
-        self._watched: set[int] = set()
+        self._watchers: dict[int, Callable[[pq.abc.PGresult], None]] = {}
         self._dead: set[int] = set()
-        self._news: set[int] = set()
 
     def says_broken(self, pgconn: pq.abc.PGconn) -> bool:
         """True when the server has closed the connection or said it is going away.
@@ -88,31 +86,28 @@ class SocketProbes:
         No round trip. Call it only on a connection with no query running.
         """
         key = id(pgconn)
-        if key not in self._watched:
+        if pgconn.notice_handler is not self._watchers.get(key):
             self._watch(pgconn, key)
-        elif key in self._dead:
+        if key in self._dead:
             return True
         try:
-            pgconn.consume_input()
-            pgconn.get_result()  # parses what arrived; None at once when idle
-            if self._news and key in self._news:
-                self._news.discard(key)
+            for _ in range(2):
                 pgconn.consume_input()
-                pgconn.get_result()
+                pgconn.get_result()  # parses what arrived; None at once when idle
         except (psycopg.OperationalError, OSError, ValueError):
             return True
         return pgconn.status != _OK or key in self._dead
 
     def forget(self, pgconn: pq.abc.PGconn) -> None:
         """Drop what is known of a connection being closed (its id will be reused)."""
-        key = id(pgconn)
-        self._watched.discard(key)
-        self._dead.discard(key)
-        self._news.discard(key)
+        self._watchers.pop(id(pgconn), None)
+        self._dead.discard(id(pgconn))
 
     def _watch(self, pgconn: pq.abc.PGconn, key: int) -> None:
+        if key not in self._watchers:
+            self._dead.discard(key)  # a connection gone without `forget` had this id
         handler = pgconn.notice_handler
-        dead, news = self._dead, self._news
+        dead = self._dead
 
         def watch_for_farewell(result: pq.abc.PGresult) -> None:
             if (
@@ -120,13 +115,11 @@ class SocketProbes:
                 or result.error_field(_SQLSTATE) in _GOING_AWAY
             ):
                 dead.add(key)
-            else:
-                news.add(key)
             if handler is not None:
                 handler(result)  # psycopg's own handler: the user's notice handlers still run
 
         pgconn.notice_handler = watch_for_farewell
-        self._watched.add(key)
+        self._watchers[key] = watch_for_farewell
 
 
 _OK = pq.ConnStatus.OK

@@ -104,7 +104,7 @@ def test_forget_all_drops_everything_without_closing() -> None:
     entries = core.forget_all()
     assert len(entries) == 3
     assert lent in entries
-    assert all(entry.state == "closed" for entry in entries)
+    assert all(entry.state == "orphaned" for entry in entries)  # never to be touched
     assert core.size == 0
     assert core.stats().waiting == 0
     assert core.stats().connections_closed == {}

@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from psycopg import pq
+
 from faults._async.common import MAX_SIZE, backend_pids, fault_pool, unique_app
 from faults._async.common import assert_whole as async_assert_whole
 from faults._sync.common import assert_whole as sync_assert_whole
@@ -149,3 +151,37 @@ async def test_fork_asyncio_pool(pg: PgCluster) -> None:
         assert_parent_untouched(before, pool.stats())
         assert await async_assert_whole(pool) == parent_pids
         assert backend_pids(pg, app) == parent_pids
+
+
+def test_a_connection_lent_across_a_fork_is_left_to_the_parent(pg: PgCluster) -> None:
+    """The block that holds a connection forks; the child ends the block too. Ending it
+    cleanly would commit on the parent's session, raising would roll it back: the child
+    must send nothing, and its pool must not take the parent's entry for one of its own."""
+    app = unique_app()
+    with sync_fault_pool(pg, app, min_size=2, max_size=2, kwargs={"autocommit": False}) as pool:
+        guard = pool.connection()
+        conn = guard.__enter__()
+        conn.execute("SELECT 1")  # the parent's transaction is open
+        parent_pid = conn.info.backend_pid
+
+        def child() -> dict[str, Any]:
+            with pool.connection(timeout=5) as own:  # the child's first entry
+                own_pid = own.info.backend_pid
+                guard.__exit__(None, None, None)  # the parent's block ends here too
+                assert pool.stats().in_use == 1  # the child's entry is still lent
+            with pool.connection(timeout=5) as again:
+                again_pid = again.info.backend_pid
+            pool.close()
+            return {"own": own_pid, "again": again_pid}
+
+        report = fork_child(child)
+        assert "error" not in report, report.get("error")
+        assert parent_pid not in (report["own"], report["again"])
+        # Nothing was sent on the parent's session: still inside its transaction.
+        state = pg.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", parent_pid)
+        assert state == [("idle in transaction",)]
+        assert conn.info.transaction_status == pq.TransactionStatus.INTRANS
+        guard.__exit__(None, None, None)  # the parent commits as usual
+        state = pg.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", parent_pid)
+        assert state == [("idle",)]
+        assert pool.stats().connections_closed == {}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import select
+import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -14,6 +17,7 @@ from psycopg import pq
 
 from pgfleet._pgwire import SocketProbes
 from support.cluster import ClusterFactory, PgCluster
+from support.proxy import FaultProxy
 
 
 def _app() -> str:
@@ -68,6 +72,54 @@ def test_a_probe_loses_no_notification(pg_dsn: str) -> None:
         assert not probes.says_broken(listener.pgconn)
         listener.execute("SELECT 1")
         assert received == ["hello"]
+
+
+def test_a_replaced_notice_handler_is_watched_again(pg: PgCluster, pg_dsn: str) -> None:
+    """Code that sets its own notice handler (a reset callback, say) must not blind the probe."""
+    probes = SocketProbes()
+    app = _app()
+    seen: list[bytes | None] = []
+    with _connect(pg_dsn, app) as conn:
+        assert not probes.says_broken(conn.pgconn)
+        conn.pgconn.notice_handler = lambda result: seen.append(
+            result.error_field(pq.DiagnosticField.SEVERITY_NONLOCALIZED)
+        )
+        assert pg.terminate_backends(application_name=app) == 1
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 5)
+        assert readable
+        assert probes.says_broken(conn.pgconn)
+        assert seen == [b"FATAL"]  # the replacement handler still got the notice
+
+
+def test_data_then_end_of_file_is_seen_at_once(pg: PgCluster, pg_dsn: str) -> None:
+    """A notification followed by a link closed without a FATAL (a proxy, a reset): one
+    read returns the data, only the next one the end of file."""
+    probes = SocketProbes()
+    channel = f"ch_{uuid.uuid4().hex[:12]}"
+    with FaultProxy(("127.0.0.1", pg.port)) as proxy:
+        listener = psycopg.connect(pg.conninfo(host="127.0.0.1", port=proxy.port), autocommit=True)
+        with listener, _connect(pg_dsn, _app()) as sender:
+            listener.execute(f"LISTEN {channel}")
+            assert not probes.says_broken(listener.pgconn)
+            sender.execute("SELECT pg_notify(%s, 'x')", (channel,))
+            readable, _, _ = select.select([listener.pgconn.socket], [], [], 5)
+            assert readable, "the notification never came through the proxy"
+            proxy.close()  # FIN on the client side, no FATAL from the server
+            assert _fin_arrived(listener.pgconn.socket, timeout=5)
+            assert probes.says_broken(listener.pgconn)
+
+
+def _fin_arrived(fd: int, timeout: float) -> bool:
+    """Wait until the peer's FIN reached `fd` (TCP state CLOSE_WAIT): nothing else tells,
+    the socket being readable already for the data in front of it."""
+    tcp_close_wait = 8  # from the kernel's tcp_states.h
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == tcp_close_wait:
+                return True
+            time.sleep(0.005)
+    return False
 
 
 @pytest.fixture

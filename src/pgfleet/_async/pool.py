@@ -45,6 +45,7 @@ from pgfleet._core import (
     Wakeup,
 )
 from pgfleet._core.retry import TransactionOptions, TxSettings
+from pgfleet._core.state import ORPHANED
 from pgfleet.errors import PoolClosed, PoolError, PoolTimeout
 
 logger = logging.getLogger("pgfleet")
@@ -301,6 +302,7 @@ class AsyncPool(Generic[ConnT]):
             await self._state_changed.wait(min(remaining, 0.1))
         with self._lock:
             actions = self._core.close_lent()
+        self._borrowed.clear()  # a late putconn finds nothing: quiet on a closed pool
         if actions:
             logger.warning(
                 "pool %r: closing %d connection(s) still lent after %.3g s",
@@ -472,6 +474,9 @@ class AsyncPool(Generic[ConnT]):
         The guard's fast path skips all this for a clean connection lent too briefly
         for news of a lost server to have arrived.
         """
+        if entry.state == ORPHANED:
+            self._leave_orphan(entry)
+            return
         broken = False
         now = monotonic()
         try:
@@ -495,6 +500,16 @@ class AsyncPool(Generic[ConnT]):
         with self._lock:
             actions = self._core.release(entry, now, broken=broken)
         await self._after_release(actions)
+
+    def _leave_orphan(self, entry: Entry[ConnT]) -> None:
+        """A connection lent before ``os.fork()`` came back in the child: the parent's
+        session, so nothing is sent on it (no commit, no rollback, not even a look)."""
+        logger.warning(
+            "pool %r: a connection lent before os.fork() was given back in the child process;"
+            " it belongs to the parent and was left untouched (nothing committed or rolled"
+            " back)",
+            self.name,
+        )
 
     async def _after_release(self, actions: Sequence[Action]) -> None:
         """Carry out what a release asked for; tell a closing pool one more came back."""
@@ -808,6 +823,8 @@ class AsyncConnectionGuard(Generic[ConnT]):
                 lock.release()
             if actions or pool._closed:
                 await pool._after_release(actions)
+        elif entry.state == ORPHANED:
+            pool._leave_orphan(entry)
         else:
             try:
                 # As psycopg_pool does: a block that ends cleanly commits its transaction.

@@ -85,6 +85,8 @@ IDLE = "idle"
 LENT = "lent"
 CHECKING = "checking"
 CLOSED = "closed"
+#: Inherited by a forked child: the parent's, never to be touched (see `forget_all`).
+ORPHANED = "orphaned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +266,7 @@ class PoolCore(Generic[T]):
         self.waiters.clear()
         self.connecting = 0
         for entry in entries:
-            entry.state = CLOSED
+            entry.state = ORPHANED
         return entries
 
     # -- lending ---------------------------------------------------------------------
@@ -366,8 +368,12 @@ class PoolCore(Generic[T]):
         self, entry: Entry[T], now: float, *, broken: bool = False
     ) -> tuple[Action, ...] | list[Action]:
         """A caller gives a connection back, after the shell reset it (or found it broken)."""
-        if self.lent.pop(entry.number, None) is None:
-            return NO_ACTIONS  # already forgotten: closed by close_lent or a fork
+        lent = self.lent
+        if lent.get(entry.number) is not entry:
+            # Already forgotten: closed by close_lent, or lent before a fork (the child's
+            # engine numbers its own entries, which the parent's must not take out).
+            return NO_ACTIONS
+        del lent[entry.number]
         usage = now - entry.lent_at
         usage_time = self.usage_time  # Histogram.observe, inlined
         usage_time.counts[bisect_left(BUCKETS, usage)] += 1
@@ -410,8 +416,9 @@ class PoolCore(Generic[T]):
         caller did not get this connection and tries again.
         """
         actions: list[Action] = []
-        if self.lent.pop(entry.number, None) is None:
+        if self.lent.get(entry.number) is not entry:
             return actions
+        del self.lent[entry.number]
         self._uncount_lend(entry)
         if reason == "check_failed":
             self.checks += 1
