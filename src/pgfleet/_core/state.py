@@ -368,12 +368,13 @@ class PoolCore(Generic[T]):
         self, entry: Entry[T], now: float, *, broken: bool = False
     ) -> tuple[Action, ...] | list[Action]:
         """A caller gives a connection back, after the shell reset it (or found it broken)."""
-        lent = self.lent
-        if lent.get(entry.number) is not entry:
-            # Already forgotten: closed by close_lent, or lent before a fork (the child's
-            # engine numbers its own entries, which the parent's must not take out).
+        taken = self.lent.pop(entry.number, None)
+        if taken is not entry:
+            # Already forgotten: closed by close_lent, or lent before a fork. A forked
+            # child's engine numbers its own entries from 1: put back the one taken.
+            if taken is not None:
+                self.lent[taken.number] = taken
             return NO_ACTIONS
-        del lent[entry.number]
         usage = now - entry.lent_at
         usage_time = self.usage_time  # Histogram.observe, inlined
         usage_time.counts[bisect_left(BUCKETS, usage)] += 1
