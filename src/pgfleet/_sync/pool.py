@@ -46,7 +46,7 @@ from pgfleet._core import (
     Wakeup,
 )
 from pgfleet._core.retry import TransactionOptions, TxSettings
-from pgfleet._core.state import ORPHANED
+from pgfleet._core.state import NO_ACTIONS, ORPHANED
 from pgfleet._sync import tx as _tx
 from pgfleet._sync.manager import ConnectionCallback, Manager, PostgresManager
 from pgfleet.errors import PoolClosed, PoolError, PoolTimeout
@@ -384,9 +384,15 @@ class Pool(Generic[ConnT]):
             timeout = self.timeout
         started = monotonic()
         deadline = started + timeout
+        actions: Sequence[Action]
         while True:
-            with self._lock:
-                entry, actions = self._core.lend_idle(started)
+            if self._core.waiters:
+                # Others are queued: lend_idle would refuse (first come, first served), so
+                # skip its lock round. Read unlocked, so only a hint: enqueue decides.
+                entry, actions = None, NO_ACTIONS
+            else:
+                with self._lock:
+                    entry, actions = self._core.lend_idle(started)
             if actions:
                 try:
                     self._run(actions)  # closes expired connections
@@ -435,9 +441,11 @@ class Pool(Generic[ConnT]):
                 if not withdrawn and isinstance(outcome, Entry):
                     self._run_nowait(self._core.release(outcome, monotonic()))
             raise
-        with self._lock:
-            self._core.cancel(waiter, monotonic())  # a no-op when an outcome was set
-        outcome = waiter.outcome
+        outcome = waiter.outcome  # written once, under the lock, before the wake-up
+        if outcome is None:  # timed out: leave the queue, unless served meanwhile
+            with self._lock:
+                self._core.cancel(waiter, monotonic())
+            outcome = waiter.outcome
         if isinstance(outcome, Entry):
             return outcome
         if isinstance(outcome, BaseException):
