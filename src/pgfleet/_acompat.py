@@ -8,9 +8,11 @@ writes the threaded twin under ``_sync/``. Nothing else differs.
 from __future__ import annotations
 
 import asyncio
+import math
 import select
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -60,11 +62,12 @@ CoreLock = threading.Lock
 class AsyncWaiter(state.Waiter):
     """A queued caller of an asyncio pool, woken through a future."""
 
-    __slots__ = ("_future",)
+    __slots__ = ("_clock", "_future")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: AsyncQueueClock) -> None:
         self.enqueued_at = 0.0
         self.outcome = None
+        self._clock = clock
         self._future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     def wake(self) -> None:
@@ -73,23 +76,81 @@ class AsyncWaiter(state.Waiter):
             self._future.set_result(True)
 
     async def wait(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds; True when woken."""
+        """Wait up to `timeout` seconds; True when woken.
+
+        A cancellation reaches the future itself and propagates; the caller then
+        withdraws from the queue, or gives back the entry it was served meanwhile.
+        """
         future = self._future
         if timeout <= 0:
             return future.done()
-        # A timer that completes the future, rather than asyncio.timeout (or wait_for)
-        # around it: a third of the cost of a queued checkout went to their machinery.
-        # A cancellation reaches the future itself and propagates; the caller then
-        # withdraws from the queue, or gives back the entry it was served meanwhile.
-        timer = future.get_loop().call_later(timeout, self._time_out)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        self._clock.add(self, future.get_loop().time() + timeout)
+        return await future
 
-    def _time_out(self) -> None:
+    def time_out(self) -> None:
+        """The deadline passed: wake the caller, unwoken so far, with False."""
         if not self._future.done():
             self._future.set_result(False)
+
+    def done(self) -> bool:
+        return self._future.done()
+
+
+class AsyncQueueClock:
+    """The deadlines of one pool's queued callers, on a single timer.
+
+    A timer per caller (``asyncio.timeout``, or ``call_later``) cost a fifth of a
+    queued checkout: each is a heap entry compared in Python, then cancelled. The
+    callers are kept in arrival order, which is the order they are served in, so
+    the served ones are dropped from the front as new ones come. The timer is set
+    for the earliest deadline; when it fires, the callers past theirs are timed out
+    and it is set again for the earliest one left.
+    """
+
+    __slots__ = ("_at", "_loop", "_queue", "_timer")
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[float, AsyncWaiter]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
+        self._at = math.inf
+
+    def add(self, waiter: AsyncWaiter, deadline: float) -> None:
+        """Time `waiter` out at `deadline` (the running loop's time) unless woken before."""
+        queue = self._queue
+        while queue and queue[0][1].done():
+            queue.popleft()
+        queue.append((deadline, waiter))
+        if deadline < self._at or self._loop is not _running_loop():
+            self._arm(deadline)  # (or the pool moved to another event loop)
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._loop = _running_loop()
+        self._timer = self._loop.call_at(at, self._fire)
+        self._at = at
+
+    def _fire(self) -> None:
+        self._timer = self._loop = None
+        self._at = math.inf
+        now = _running_loop().time()
+        left: deque[tuple[float, AsyncWaiter]] = deque()
+        earliest = math.inf
+        for deadline, waiter in self._queue:
+            if waiter.done():
+                continue
+            if deadline <= now:
+                waiter.time_out()
+            else:
+                left.append((deadline, waiter))
+                earliest = min(earliest, deadline)
+        self._queue = left
+        if left:
+            self._arm(earliest)
+
+
+_running_loop = asyncio.get_running_loop
 
 
 class Waiter(state.Waiter):
@@ -97,7 +158,7 @@ class Waiter(state.Waiter):
 
     __slots__ = ("_lock",)
 
-    def __init__(self) -> None:
+    def __init__(self, clock: QueueClock) -> None:
         super().__init__()
         # A plain lock held from birth: wake() releases it. The cheapest way to park
         # one thread in CPython (an Event is a Condition around a lock like this).
@@ -114,6 +175,12 @@ class Waiter(state.Waiter):
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds; True when woken."""
         return self._lock.acquire(timeout=max(timeout, 0.0))
+
+
+class QueueClock:
+    """Nothing to keep: a queued thread waits on its own lock with a timeout."""
+
+    __slots__ = ()
 
 
 # -- an event ---------------------------------------------------------------------------

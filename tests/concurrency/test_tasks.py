@@ -430,3 +430,45 @@ async def test_real_server_many_tasks_few_connections(pg: PgCluster, pg_dsn: str
     assert samples, "the monitor took no sample"
     assert max(samples) <= MAX_SIZE, f"{max(samples)} backends for a pool of {MAX_SIZE}"
     assert max(samples) > 0
+
+
+async def test_each_queued_task_times_out_at_its_own_deadline() -> None:
+    """One timer serves all the queued tasks' deadlines (`AsyncQueueClock`): a task that
+    queued later with a shorter timeout must not wait for the earlier one's, and the
+    earlier one keeps waiting, then gets the connection."""
+    manager = AsyncStressManager(seed=1)
+    async with AsyncPool(manager=manager, min_size=1, max_size=1, timeout=TIMEOUT) as pool:
+        async with pool.connection():
+            patient = asyncio.create_task(pool.getconn(timeout=8.0))
+            await asyncio.sleep(0)  # queued first
+            started = time.monotonic()
+            with pytest.raises(PoolTimeout):
+                await pool.getconn(timeout=0.2)
+            assert time.monotonic() - started < 1.5
+            assert not patient.done()
+            with pytest.raises(PoolTimeout):  # and a third, shorter still, after it
+                await pool.getconn(timeout=0.05)
+            assert not patient.done()
+        conn = await asyncio.wait_for(patient, 5)
+        await pool.putconn(conn)
+        assert pool.stats().timeouts == 2
+
+
+async def test_queue_deadlines_survive_a_timer_left_on_a_finished_loop() -> None:
+    """The queue's single timer was armed on an event loop that has since finished (a
+    pool used from one ``asyncio.run`` after another): a later deadline must still hold."""
+    pool = AsyncPool(manager=AsyncStressManager(seed=2), min_size=1, max_size=1)
+    async with pool, pool.connection():
+
+        async def queue_then_leave() -> None:
+            task = asyncio.create_task(pool.getconn(timeout=0.3))
+            await asyncio.sleep(0)  # queued: the timer is armed on this loop
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        await asyncio.to_thread(asyncio.run, queue_then_leave())
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            await pool.getconn(timeout=0.6)  # later than the orphaned timer
+        assert time.monotonic() - started < 1.5

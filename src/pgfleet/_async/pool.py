@@ -24,6 +24,7 @@ from typing_extensions import TypeVar
 from pgfleet._acompat import (
     AsyncCoreLock,
     AsyncEvent,
+    AsyncQueueClock,
     AsyncWaiter,
     AsyncWorkers,
     monotonic,
@@ -183,6 +184,7 @@ class AsyncPool(Generic[ConnT]):
         self._ready_logged = False
         self._core: PoolCore[ConnT] = PoolCore(self.settings.core(), name=self.name)
         self._lock = AsyncCoreLock()
+        self._queue_clock = AsyncQueueClock()
         self._workers = AsyncWorkers(self.name)
         self._wakeup = AsyncEvent()
         self._state_changed = AsyncEvent()
@@ -422,7 +424,7 @@ class AsyncPool(Generic[ConnT]):
         return entry
 
     async def _wait_in_queue(self, now: float, deadline: float, timeout: float) -> Entry[ConnT]:
-        waiter = AsyncWaiter()
+        waiter = AsyncWaiter(self._queue_clock)
         with self._lock:
             actions = self._core.enqueue(waiter, now)
         try:
@@ -701,6 +703,7 @@ class AsyncPool(Generic[ConnT]):
         _ORPHANS.extend(entry.conn for entry in self._core.forget_all())
         self._core = PoolCore(self.settings.core(), name=self.name)
         self._lock = AsyncCoreLock()
+        self._queue_clock = AsyncQueueClock()
         self._workers = AsyncWorkers(self.name)
         self._wakeup = AsyncEvent()
         self._state_changed = AsyncEvent()

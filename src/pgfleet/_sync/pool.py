@@ -27,6 +27,7 @@ from typing_extensions import TypeVar
 from pgfleet._acompat import (
     CoreLock,
     Event,
+    QueueClock,
     Waiter,
     Workers,
     monotonic,
@@ -186,6 +187,7 @@ class Pool(Generic[ConnT]):
         self._ready_logged = False
         self._core: PoolCore[ConnT] = PoolCore(self.settings.core(), name=self.name)
         self._lock = CoreLock()
+        self._queue_clock = QueueClock()
         self._workers = Workers(self.name)
         self._wakeup = Event()
         self._state_changed = Event()
@@ -423,7 +425,7 @@ class Pool(Generic[ConnT]):
         return entry
 
     def _wait_in_queue(self, now: float, deadline: float, timeout: float) -> Entry[ConnT]:
-        waiter = Waiter()
+        waiter = Waiter(self._queue_clock)
         with self._lock:
             actions = self._core.enqueue(waiter, now)
         try:
@@ -702,6 +704,7 @@ class Pool(Generic[ConnT]):
         _ORPHANS.extend(entry.conn for entry in self._core.forget_all())
         self._core = PoolCore(self.settings.core(), name=self.name)
         self._lock = CoreLock()
+        self._queue_clock = QueueClock()
         self._workers = Workers(self.name)
         self._wakeup = Event()
         self._state_changed = Event()
