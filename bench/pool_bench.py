@@ -488,21 +488,34 @@ async def pool_workers_async(
 
 
 @contextmanager
-def raw_workers(dsn: str, count: int) -> Iterator[WorkerFor]:
+def own_connections(dsn: str, count: int) -> Iterator[list[psycopg.Connection[Any]]]:
+    """`count` autocommit connections, one per worker, closed at the end."""
     with ExitStack() as stack:
-        conns = [stack.enter_context(psycopg.connect(dsn, autocommit=True)) for _ in range(count)]
-        yield lambda number: partial(pool_worker, OwnConnection(conns[number]), psycopg_select1)
+        yield [stack.enter_context(psycopg.connect(dsn, autocommit=True)) for _ in range(count)]
 
 
 @asynccontextmanager
-async def raw_workers_async(dsn: str, count: int) -> AsyncIterator[AsyncWorkerFor]:
+async def own_connections_async(
+    dsn: str, count: int
+) -> AsyncIterator[list[psycopg.AsyncConnection[Any]]]:
     async with AsyncExitStack() as stack:
-        conns = [
+        yield [
             await stack.enter_async_context(
                 await psycopg.AsyncConnection.connect(dsn, autocommit=True)
             )
             for _ in range(count)
         ]
+
+
+@contextmanager
+def raw_workers(dsn: str, count: int) -> Iterator[WorkerFor]:
+    with own_connections(dsn, count) as conns:
+        yield lambda number: partial(pool_worker, OwnConnection(conns[number]), psycopg_select1)
+
+
+@asynccontextmanager
+async def raw_workers_async(dsn: str, count: int) -> AsyncIterator[AsyncWorkerFor]:
+    async with own_connections_async(dsn, count) as conns:
         yield lambda number: partial(
             pool_worker_async, OwnConnection(conns[number]), psycopg_select1_async
         )
@@ -527,20 +540,13 @@ async def bare_worker_async(conn: psycopg.AsyncConnection[Any], stop: StopFlag) 
 
 @contextmanager
 def bare_workers(dsn: str, count: int) -> Iterator[WorkerFor]:
-    with ExitStack() as stack:
-        conns = [stack.enter_context(psycopg.connect(dsn, autocommit=True)) for _ in range(count)]
+    with own_connections(dsn, count) as conns:
         yield lambda number: partial(bare_worker, conns[number])
 
 
 @asynccontextmanager
 async def bare_workers_async(dsn: str, count: int) -> AsyncIterator[AsyncWorkerFor]:
-    async with AsyncExitStack() as stack:
-        conns = [
-            await stack.enter_async_context(
-                await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-            )
-            for _ in range(count)
-        ]
+    async with own_connections_async(dsn, count) as conns:
         yield lambda number: partial(bare_worker_async, conns[number])
 
 
