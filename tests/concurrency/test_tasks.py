@@ -454,21 +454,53 @@ async def test_each_queued_task_times_out_at_its_own_deadline() -> None:
         assert pool.stats().timeouts == 2
 
 
-async def test_queue_deadlines_survive_a_timer_left_on_a_finished_loop() -> None:
-    """The queue's single timer was armed on an event loop that has since finished (a
-    pool used from one ``asyncio.run`` after another): a later deadline must still hold."""
+async def test_queue_deadlines_hold_across_event_loops() -> None:
+    """A pool used from another event loop meanwhile (one ``asyncio.run`` after another,
+    or a loop closed with a caller still queued): every caller's deadline still holds."""
     pool = AsyncPool(manager=AsyncStressManager(seed=2), min_size=1, max_size=1)
     async with pool, pool.connection():
+        here = asyncio.create_task(pool.getconn(timeout=0.8))  # queued on this loop
+        await asyncio.sleep(0)
 
-        async def queue_then_leave() -> None:
-            task = asyncio.create_task(pool.getconn(timeout=0.3))
-            await asyncio.sleep(0)  # queued: the timer is armed on this loop
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        def elsewhere() -> None:
+            loop = asyncio.new_event_loop()
+            try:
+                left = loop.create_task(pool.getconn(timeout=0.3))
+                loop.run_until_complete(asyncio.sleep(0))  # queued, then its loop closes
+            finally:
+                loop.close()
+            assert not left.done()
 
-        await asyncio.to_thread(asyncio.run, queue_then_leave())
+            async def queue_then_give_up() -> None:
+                with pytest.raises(PoolTimeout):
+                    await pool.getconn(timeout=0.1)
+
+            asyncio.run(queue_then_give_up())
+
+        started = time.monotonic()
+        await asyncio.to_thread(elsewhere)
+        with pytest.raises(PoolTimeout):
+            await here
+        assert time.monotonic() - started < 1.5
         started = time.monotonic()
         with pytest.raises(PoolTimeout):
-            await pool.getconn(timeout=0.6)  # later than the orphaned timer
+            await pool.getconn(timeout=0.6)  # later than any timer the other loops left
         assert time.monotonic() - started < 1.5
+
+
+async def test_callers_giving_up_do_not_pile_up_behind_a_patient_one() -> None:
+    """The queue clock drops finished callers: a storm of callers who give up behind one
+    still waiting must not keep them all (memory grows with it, not with the queue)."""
+    pool = AsyncPool(manager=AsyncStressManager(seed=3), min_size=1, max_size=1)
+    async with pool, pool.connection():
+        patient = asyncio.create_task(pool.getconn(timeout=TIMEOUT))
+        await asyncio.sleep(0)
+        for _ in range(1000):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(pool.getconn(), 0.0001)
+        clock = pool._queue_clock._clocks[asyncio.get_running_loop()]
+        assert len(clock._queue) <= 130  # the patient one, and at most twice the sweep mark
+        assert len(pool._core.waiters) == 1
+        patient.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await patient

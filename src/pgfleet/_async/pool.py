@@ -568,7 +568,8 @@ class AsyncPool(Generic[ConnT]):
         """Carry out the engine's actions (outside the lock)."""
         for index, action in enumerate(actions):
             if isinstance(action, _WAKES):
-                action.waiter.wake()
+                if not action.waiter.wake() and isinstance(action, HandOff):
+                    self._hand_on(action.entry)
             elif isinstance(action, Close):
                 try:
                     await self.manager.close(action.entry.conn)
@@ -587,12 +588,20 @@ class AsyncPool(Generic[ConnT]):
         """Like `_run`, with the closes in the background (for sync contexts)."""
         for action in actions:
             if isinstance(action, _WAKES):
-                action.waiter.wake()
+                if not action.waiter.wake() and isinstance(action, HandOff):
+                    self._hand_on(action.entry)
             elif isinstance(action, Close):
                 self._workers.spawn(self.manager.close, action.entry.conn)
                 self._checkout_stacks.pop(action.entry.number, None)
             else:
                 self._dispatch_background(action)
+
+    def _hand_on(self, entry: Entry[ConnT]) -> None:
+        """A connection handed to a caller that can never take it (its event loop closed
+        while it was queued): give it back, to the next caller in line or the idle stack."""
+        with self._lock:
+            actions = self._core.release(entry, monotonic())
+        self._run_nowait(actions)
 
     def _dispatch_background(self, action: Action) -> None:
         if isinstance(action, Connect):

@@ -156,8 +156,13 @@ class Waiter:
         self.enqueued_at = 0.0
         self.outcome: Entry[Any] | BaseException | None = None
 
-    def wake(self) -> None:
-        """Wake the waiting caller; each shell's waiter knows how."""
+    def wake(self) -> bool:
+        """Wake the waiting caller; each shell's waiter knows how.
+
+        False when the caller can never run again (an asyncio caller whose event
+        loop closed while it was queued): the shell then takes back what it was given.
+        """
+        return True
 
 
 class PoolCore(Generic[T]):

@@ -569,7 +569,8 @@ class Pool(Generic[ConnT]):
         """Carry out the engine's actions (outside the lock)."""
         for index, action in enumerate(actions):
             if isinstance(action, _WAKES):
-                action.waiter.wake()
+                if not action.waiter.wake() and isinstance(action, HandOff):
+                    self._hand_on(action.entry)
             elif isinstance(action, Close):
                 try:
                     self.manager.close(action.entry.conn)
@@ -588,12 +589,20 @@ class Pool(Generic[ConnT]):
         """Like `_run`, with the closes in the background (for sync contexts)."""
         for action in actions:
             if isinstance(action, _WAKES):
-                action.waiter.wake()
+                if not action.waiter.wake() and isinstance(action, HandOff):
+                    self._hand_on(action.entry)
             elif isinstance(action, Close):
                 self._workers.spawn(self.manager.close, action.entry.conn)
                 self._checkout_stacks.pop(action.entry.number, None)
             else:
                 self._dispatch_background(action)
+
+    def _hand_on(self, entry: Entry[ConnT]) -> None:
+        """A connection handed to a caller that can never take it (its event loop closed
+        while it was queued): give it back, to the next caller in line or the idle stack."""
+        with self._lock:
+            actions = self._core.release(entry, monotonic())
+        self._run_nowait(actions)
 
     def _dispatch_background(self, action: Action) -> None:
         if isinstance(action, Connect):
