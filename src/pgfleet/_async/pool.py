@@ -568,8 +568,7 @@ class AsyncPool(Generic[ConnT]):
         """Carry out the engine's actions (outside the lock)."""
         for index, action in enumerate(actions):
             if isinstance(action, _WAKES):
-                if not action.waiter.wake() and isinstance(action, HandOff):
-                    self._hand_on(action.entry)
+                self._wake(action)
             elif isinstance(action, Close):
                 try:
                     await self.manager.close(action.entry.conn)
@@ -588,13 +587,17 @@ class AsyncPool(Generic[ConnT]):
         """Like `_run`, with the closes in the background (for sync contexts)."""
         for action in actions:
             if isinstance(action, _WAKES):
-                if not action.waiter.wake() and isinstance(action, HandOff):
-                    self._hand_on(action.entry)
+                self._wake(action)
             elif isinstance(action, Close):
                 self._workers.spawn(self.manager.close, action.entry.conn)
                 self._checkout_stacks.pop(action.entry.number, None)
             else:
                 self._dispatch_background(action)
+
+    def _wake(self, action: HandOff | Fail) -> None:
+        """Wake a served (or failed) caller; pass its connection on if it cannot take it."""
+        if not action.waiter.wake() and isinstance(action, HandOff):
+            self._hand_on(action.entry)
 
     def _hand_on(self, entry: Entry[ConnT]) -> None:
         """A connection handed to a caller that can never take it (its event loop closed
