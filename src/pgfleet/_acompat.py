@@ -105,9 +105,9 @@ class AsyncQueueClock:
 
     A timer per caller (``asyncio.timeout``, or ``call_later``) cost about 3 % of the
     throughput with 64 tasks on 8 connections: each is a heap entry compared in Python,
-    then cancelled. A pool
-    is normally used from one loop; one used from several (one ``asyncio.run`` after
-    another) keeps a clock for each, and forgets those of loops that have closed.
+    then cancelled. A pool is normally used from one loop; one used from several (one
+    ``asyncio.run`` after another) keeps a clock for each, and forgets those of loops
+    that have closed.
     """
 
     __slots__ = ("_clocks",)
