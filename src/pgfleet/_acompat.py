@@ -323,9 +323,12 @@ class Workers:
                     self._threads.discard(thread)
 
         thread = threading.Thread(target=run, name=f"{self._name}-{fn.__name__}", daemon=True)
+        # Registered and started under one lock round: `join` never sees a thread that
+        # is registered but not started yet (joining one raises RuntimeError). `start`
+        # only waits for the thread to begin; `run` takes this lock after `fn` is done.
         with self._lock:
             self._threads.add(thread)
-        thread.start()
+            thread.start()
 
     def join(self, timeout: float) -> bool:
         """Wait up to `timeout` for the running threads. True if all ended."""
@@ -373,10 +376,30 @@ def wait_fd(fd: int, want: int, timeout: float) -> int:
 
 
 def _poll_fd(fd: int, want: int, timeout: float) -> int:
-    rlist = [fd] if want & WAIT_R else []
-    wlist = [fd] if want & WAIT_W else []
-    readable, writable, _ = select.select(rlist, wlist, [], timeout)
-    return (WAIT_R if readable else 0) | (WAIT_W if writable else 0)
+    # poll(), not select(): select() refuses descriptors numbered 1024 and above, which a
+    # busy process (many sockets and files) hands out to new connections.
+    poller = select.poll()
+    poller.register(fd, (_POLL_R if want & WAIT_R else 0) | (_POLL_W if want & WAIT_W else 0))
+    ready = 0
+    for _, events in poller.poll(timeout * 1000.0):
+        if events & (_POLL_R | _POLL_FAILED):  # an error or hang-up reads as ready: the
+            ready |= WAIT_R & want  # read that follows reports it
+        if events & (_POLL_W | _POLL_FAILED):
+            ready |= WAIT_W & want
+    return ready
+
+
+if hasattr(select, "poll"):
+    _POLL_R = select.POLLIN | select.POLLPRI
+    _POLL_W = select.POLLOUT
+    _POLL_FAILED = select.POLLERR | select.POLLHUP | select.POLLNVAL
+else:  # pragma: no cover - Windows has no poll(), and its select() has no 1024 limit
+
+    def _poll_fd(fd: int, want: int, timeout: float) -> int:
+        rlist = [fd] if want & WAIT_R else []
+        wlist = [fd] if want & WAIT_W else []
+        readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        return (WAIT_R if readable else 0) | (WAIT_W if writable else 0)
 
 
 async def asleep(seconds: float) -> None:

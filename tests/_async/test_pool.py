@@ -285,6 +285,7 @@ async def test_getconn_putconn_round_trip() -> None:
         await pool.putconn(conn)
         assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
         assert conn.resets == 1
+        assert pool.stats().resets == 1  # a manager without is_clean resets every return
         assert await pool.getconn() is conn  # the same warm connection
         await pool.putconn(conn)
 
@@ -345,6 +346,7 @@ async def test_connection_commits_only_a_block_that_ends_cleanly() -> None:
             async with pool.connection() as conn:
                 raise BodyError("boom")
         assert (conn.commits, conn.resets) == (1, 2)  # rolled back by the reset instead
+        assert pool.stats().resets == 2
 
 
 async def test_commit_error_propagates_and_the_connection_comes_back() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ from psycopg.rows import dict_row
 
 from pgfleet import AsyncPool
 from support.cluster import ClusterFactory, PgCluster
+from support.fds import many_open_files
 from support.flavours import AsyncFlavour
 
 #: A generous upper bound for a checkout that must not wait for anything.
@@ -288,3 +290,64 @@ async def test_stats_count_real_checkouts(pg: PgCluster) -> None:
         assert psycopg_stats["pool_size"] == 2
         assert psycopg_stats["requests_num"] == 3
         assert psycopg_stats["connections_num"] == 2
+
+
+async def test_resets_count_returns_with_something_to_undo(pg: PgCluster) -> None:
+    async with pg_pool(pg, unique_app(), max_size=1) as pool:
+        await select_one(pool)  # the block's transaction is committed: nothing to undo
+        conn = await pool.getconn()
+        await pool.putconn(conn)  # idle, no reset callback: nothing to undo
+        assert pool.stats().resets == 0
+        conn = await pool.getconn()
+        await conn.execute("SELECT 1")
+        await pool.putconn(conn)  # inside a transaction: rolled back
+        assert pool.stats().resets == 1
+        with pytest.raises(BodyError):
+            await insert_nothing_then_fail(pool)  # a block that raises: rolled back
+        assert pool.stats().resets == 2
+        assert pool.stats().returns_broken == 0
+
+
+async def insert_nothing_then_fail(pool: AsyncPool[Any]) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("SELECT 1")
+        raise BodyError("boom")
+
+
+async def in_transaction_round_trips(pool: AsyncPool[Any], rounds: int) -> None:
+    """Pinged checkouts and returns that roll back: every one waits on the socket."""
+    for _ in range(rounds):
+        await select_one(pool)
+        conn = await pool.getconn()
+        assert conn.pgconn.socket >= 1024
+        await conn.execute("SELECT 1")
+        await pool.putconn(conn)  # the rollback waits on the socket too
+    await pool.check()
+
+
+@pytest.fixture
+def held_open_files() -> Iterator[None]:
+    with many_open_files():
+        yield
+
+
+@pytest.mark.usefixtures("held_open_files")
+async def test_sockets_numbered_above_1024_work(make_cluster: ClusterFactory) -> None:
+    # select() refuses descriptors >= 1024: every ping and rollback failed, and every
+    # returned connection was discarded and replaced (silent churn).
+    cluster = make_cluster()
+    async with pg_pool(cluster, unique_app(), min_size=2, max_size=2, check_after_idle=0) as pool:
+        await in_transaction_round_trips(pool, 10)
+        stats = pool.stats()
+        assert stats.connections_closed == {}, stats
+        assert (stats.checks_failed, stats.returns_broken, stats.resets) == (0, 0, 10)
+        cluster.restart(mode="fast")
+        for _ in range(3):
+            await select_one(pool)
+        await AsyncFlavour.wait_until(lambda: pool.stats().idle == 2)
+        before = pool.stats()
+        await in_transaction_round_trips(pool, 10)
+        after = pool.stats()
+        assert after.connections_closed == before.connections_closed, after
+        assert after.connections_created == before.connections_created, after
+        assert after.returns_broken == before.returns_broken == 0, after

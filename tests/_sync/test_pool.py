@@ -286,6 +286,7 @@ def test_getconn_putconn_round_trip() -> None:
         pool.putconn(conn)
         assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
         assert conn.resets == 1
+        assert pool.stats().resets == 1  # a manager without is_clean resets every return
         assert pool.getconn() is conn  # the same warm connection
         pool.putconn(conn)
 
@@ -344,6 +345,7 @@ def test_connection_commits_only_a_block_that_ends_cleanly() -> None:
         with pytest.raises(BodyError), pool.connection() as conn:
             raise BodyError("boom")
         assert (conn.commits, conn.resets) == (1, 2)  # rolled back by the reset instead
+        assert pool.stats().resets == 2
 
 
 def test_commit_error_propagates_and_the_connection_comes_back() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -21,6 +22,7 @@ from psycopg.rows import dict_row
 
 from pgfleet import Pool
 from support.cluster import ClusterFactory, PgCluster
+from support.fds import many_open_files
 from support.flavours import Flavour
 
 #: A generous upper bound for a checkout that must not wait for anything.
@@ -290,3 +292,64 @@ def test_stats_count_real_checkouts(pg: PgCluster) -> None:
         assert psycopg_stats["pool_size"] == 2
         assert psycopg_stats["requests_num"] == 3
         assert psycopg_stats["connections_num"] == 2
+
+
+def test_resets_count_returns_with_something_to_undo(pg: PgCluster) -> None:
+    with pg_pool(pg, unique_app(), max_size=1) as pool:
+        select_one(pool)  # the block's transaction is committed: nothing to undo
+        conn = pool.getconn()
+        pool.putconn(conn)  # idle, no reset callback: nothing to undo
+        assert pool.stats().resets == 0
+        conn = pool.getconn()
+        conn.execute("SELECT 1")
+        pool.putconn(conn)  # inside a transaction: rolled back
+        assert pool.stats().resets == 1
+        with pytest.raises(BodyError):
+            insert_nothing_then_fail(pool)  # a block that raises: rolled back
+        assert pool.stats().resets == 2
+        assert pool.stats().returns_broken == 0
+
+
+def insert_nothing_then_fail(pool: Pool[Any]) -> None:
+    with pool.connection() as conn:
+        conn.execute("SELECT 1")
+        raise BodyError("boom")
+
+
+def in_transaction_round_trips(pool: Pool[Any], rounds: int) -> None:
+    """Pinged checkouts and returns that roll back: every one waits on the socket."""
+    for _ in range(rounds):
+        select_one(pool)
+        conn = pool.getconn()
+        assert conn.pgconn.socket >= 1024
+        conn.execute("SELECT 1")
+        pool.putconn(conn)  # the rollback waits on the socket too
+    pool.check()
+
+
+@pytest.fixture
+def held_open_files() -> Iterator[None]:
+    with many_open_files():
+        yield
+
+
+@pytest.mark.usefixtures("held_open_files")
+def test_sockets_numbered_above_1024_work(make_cluster: ClusterFactory) -> None:
+    # select() refuses descriptors >= 1024: every ping and rollback failed, and every
+    # returned connection was discarded and replaced (silent churn).
+    cluster = make_cluster()
+    with pg_pool(cluster, unique_app(), min_size=2, max_size=2, check_after_idle=0) as pool:
+        in_transaction_round_trips(pool, 10)
+        stats = pool.stats()
+        assert stats.connections_closed == {}, stats
+        assert (stats.checks_failed, stats.returns_broken, stats.resets) == (0, 0, 10)
+        cluster.restart(mode="fast")
+        for _ in range(3):
+            select_one(pool)
+        Flavour.wait_until(lambda: pool.stats().idle == 2)
+        before = pool.stats()
+        in_transaction_round_trips(pool, 10)
+        after = pool.stats()
+        assert after.connections_closed == before.connections_closed, after
+        assert after.connections_created == before.connections_created, after
+        assert after.returns_broken == before.returns_broken == 0, after

@@ -370,9 +370,12 @@ class PoolCore(Generic[T]):
         return True
 
     def release(
-        self, entry: Entry[T], now: float, *, broken: bool = False
+        self, entry: Entry[T], now: float, *, broken: bool = False, reset: bool = False
     ) -> tuple[Action, ...] | list[Action]:
-        """A caller gives a connection back, after the shell reset it (or found it broken)."""
+        """A caller gives a connection back, after the shell reset it (`reset`: it had
+        something to undo) or found it `broken`."""
+        if reset:
+            self.resets += 1
         taken = self.lent.pop(entry.number, None)
         if taken is not entry:
             # Already forgotten: closed by close_lent, or lent before a fork. A forked

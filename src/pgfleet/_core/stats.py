@@ -106,6 +106,8 @@ class PoolStats:
     checks: int = 0
     checks_failed: int = 0
     returns_broken: int = 0
+    #: Returned connections that had something to undo (an open transaction rolled back,
+    #: or the ``reset`` callback run) before they were lent again.
     resets: int = 0
     leaks: int = 0
     transaction_retries: int = 0

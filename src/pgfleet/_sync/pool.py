@@ -403,7 +403,8 @@ class Pool(Generic[ConnT]):
                     # unused, and goes back (else its slot is lost for good).
                     if entry is not None:
                         with self._lock:
-                            self._run_nowait(self._core.release(entry, monotonic()))
+                            actions = self._core.release(entry, monotonic())
+                        self._run_nowait(actions)
                     raise
             if entry is None:
                 entry = self._wait_in_queue(started, deadline, timeout)
@@ -437,11 +438,13 @@ class Pool(Generic[ConnT]):
         except BaseException:
             # Cancelled (or interrupted) while queued. The engine may have served us at
             # the same moment: then the entry is ours, unused and clean, and goes back.
+            given_back: Sequence[Action] = NO_ACTIONS
             with self._lock:
                 withdrawn = self._core.cancel(waiter, monotonic(), timed_out=False)
                 outcome = waiter.outcome
                 if not withdrawn and isinstance(outcome, Entry):
-                    self._run_nowait(self._core.release(outcome, monotonic()))
+                    given_back = self._core.release(outcome, monotonic())
+            self._run_nowait(given_back)  # outside the lock, as every action
             raise
         outcome = waiter.outcome  # written once, under the lock, before the wake-up
         if outcome is None:  # timed out: leave the queue, unless served meanwhile
@@ -488,7 +491,7 @@ class Pool(Generic[ConnT]):
         if entry.state == ORPHANED:
             self._leave_orphan(entry)
             return
-        broken = False
+        broken = reset = False
         now = monotonic()
         try:
             # A connection that died while lent (terminated backend, restart) and came
@@ -496,8 +499,9 @@ class Pool(Generic[ConnT]):
             # connection returned less than `_probe_after_idle` ago, so look now.
             if now - entry.lent_at > self._probe_after_idle and self.manager.is_broken(entry.conn):
                 broken = True
-            elif not clean:
+            elif not clean and not self._is_clean(entry.conn):
                 self.manager.reset(entry.conn, self.settings.reset_timeout)
+                reset = True
                 now = monotonic()
         except Exception as exc:
             logger.info("pool %r: discarding a returned connection: %s", self.name, _short(exc))
@@ -509,7 +513,7 @@ class Pool(Generic[ConnT]):
             self._run_nowait(actions)
             raise
         with self._lock:
-            actions = self._core.release(entry, now, broken=broken)
+            actions = self._core.release(entry, now, broken=broken, reset=reset)
         self._after_release(actions)
 
     def _leave_orphan(self, entry: Entry[ConnT]) -> None:
