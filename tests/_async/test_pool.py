@@ -1,6 +1,6 @@
 """Shell tests of `AsyncPool` with a scripted fake manager (no sockets).
 
-The asyncio file is the source, the threaded one is generated (``python tools/gen_sync.py``):
+The async file is the source, the threaded one is generated (``python tools/gen_sync.py``):
 the renamed text must be a valid threaded test. The helpers that differ between the two
 flavours come from ``support.flavours``.
 """
