@@ -295,7 +295,13 @@ def main(argv: list[str] | None = None, *, root: Path = ROOT, spec: Spec | None 
         target_path = root / target
         text = converter.convert((root / source).read_text(), source)
         wanted = ruff_format(text, target_path, root)
-        problems += forbidden_lines(wanted, target, spec)
+        false_words = forbidden_lines(wanted, target, spec)
+        if false_words:
+            problems += false_words
+            problems.append(
+                f"{target}: reword {source} so that the renamed text is true for threads,"
+                f" or end the line with `{ASYNC_ONLY}` (dropped from the twin)"
+            )
         current = target_path.read_text() if target_path.exists() else ""
         if wanted != current:
             stale.append((target, current, wanted))
