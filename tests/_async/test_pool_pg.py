@@ -1,6 +1,6 @@
 """`AsyncPool` against a real PostgreSQL server (fixtures from tests/conftest.py).
 
-The asyncio file is the source, the threaded one is generated (``python tools/gen_sync.py``).
+The async file is the source, the threaded one is generated (``python tools/gen_sync.py``).
 Every pool gets a unique ``application_name`` so that its backends can be counted and
 terminated in ``pg_stat_activity`` without touching anybody else's.
 """

@@ -1,4 +1,4 @@
-"""`pgfleet.bulk` on asyncio connections, against a real server.
+"""`pgfleet.bulk` on `psycopg.AsyncConnection`, against a real server.
 
 This file is the source of ``tests/bulk/test_bulk_sync.py`` (``python tools/gen_sync.py``).
 """

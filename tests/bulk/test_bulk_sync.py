@@ -1,7 +1,7 @@
 # WARNING: this file is generated from tests/bulk/test_bulk_async.py by tools/gen_sync.py.
 # Do not edit it: edit the source and run `python tools/gen_sync.py`.
 
-"""`pgfleet.bulk` on asyncio connections, against a real server.
+"""`pgfleet.bulk` on `psycopg.Connection`, against a real server.
 
 This file is the source of ``tests/bulk/test_bulk_sync.py`` (``python tools/gen_sync.py``).
 """

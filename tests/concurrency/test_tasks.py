@@ -14,8 +14,9 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 import pytest
@@ -45,7 +46,7 @@ RUN_LIMIT = 30.0
 pytestmark = pytest.mark.timeout(60)
 
 
-async def run_tasks(workers: int, target: Callable[[int], Awaitable[None]]) -> None:
+async def run_tasks(workers: int, target: Callable[[int], Coroutine[Any, Any, None]]) -> None:
     """Run ``target(i)`` in `workers` tasks; re-raise the first error."""
     tasks = [asyncio.create_task(target(i), name=f"stress-{i}") for i in range(workers)]
     _, pending = await asyncio.wait(tasks, timeout=RUN_LIMIT)

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from pgfleet import _acompat
 from pgfleet._acompat import Workers
 
 RealThread = threading.Thread
@@ -41,7 +40,7 @@ def test_join_while_a_worker_is_being_started_waits_for_it(
             joiner.join(0.5)  # long enough to fail at once if the join may run here
             super().start()
 
-    monkeypatch.setattr(_acompat.threading, "Thread", JoinedWhileStarting)
+    monkeypatch.setattr(threading, "Thread", JoinedWhileStarting)  # as _acompat sees it
     workers.spawn(finish.wait, 5.0)
     monkeypatch.undo()
     finish.set()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
-from pgfleet._core import WAKEUP, PoolStats, Waiter
+from pgfleet._core import WAKEUP, Action, PoolStats, Waiter
 from pgfleet.errors import PoolClosed
 
 from .fakes import (
@@ -120,7 +122,7 @@ def test_drain_replaces_idle_now_and_lent_on_return() -> None:
     core.checked(back, 0.5, ok=True)
     idle = list(core.idle)
     assert idle == [back]
-    actions = core.drain(1.0)
+    actions: Sequence[Action] = core.drain(1.0)
     assert closes(actions) == [(idle[0], "drained")]
     assert connects(actions) == 1  # the lent and checking ones still count
     assert lent is not None
@@ -171,6 +173,7 @@ def test_resize_grows_at_once() -> None:
 def test_resize_shrinks_the_least_recently_used_idle_first() -> None:
     core = open_filled(min_size=4, max_size=4, max_connecting=4)
     lent, _ = core.lend_idle(0.0)
+    assert lent is not None
     # Release order makes the stack [e0, e1, e2(most recent)].
     idle = list(core.idle)
     actions = core.resize(1, 2, 1.0)

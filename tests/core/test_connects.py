@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import pytest
 
-from pgfleet._core import WAKEUP, Backoff, Fail, HandOff, Waiter
+from pgfleet._core import WAKEUP, Action, Backoff, Fail, HandOff, Waiter
 from pgfleet.errors import DatabaseUnavailable, PoolError, PoolTimeout
 
 from .fakes import FakeConn, closes, connects, fails, handoffs, make_core
@@ -88,7 +89,7 @@ def test_connected_clears_the_down_state() -> None:
     assert connects(core.open(0.0)) == 3
     core.connect_failed(OSError("refused"), 0.0)
     core.connect_failed(OSError("refused"), 0.0)
-    assert core.database_down
+    assert core.stats().database_down
     assert core.consecutive_failures == 2
     core.connected(FakeConn(), 5.0, 0.1)
     assert not core.database_down
@@ -263,7 +264,7 @@ def test_fail_fast_spares_the_waiters_while_connections_are_lent() -> None:
     core.open(0.0)
     core.enqueue(Waiter(), 0.0)
     first = Waiter()
-    actions = core.connected(FakeConn(), 0.1, 0.01)  # serves the first waiter
+    actions: Sequence[Action] = core.connected(FakeConn(), 0.1, 0.01)  # serves the first waiter
     held = next(a for a in actions if isinstance(a, HandOff))
     core.enqueue(first, 0.2)  # wants a second connection: a refill starts
     assert core.connecting == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pgfleet._core import WAKEUP, Entry, Waiter
@@ -15,6 +17,7 @@ from .fakes import (
     handoffs,
     make_core,
     open_filled,
+    served,
 )
 
 # -- the fast path: lend_idle --------------------------------------------------------
@@ -173,7 +176,7 @@ def test_lend_fast_lends_the_top_entry_when_nothing_is_special() -> None:
 
 @pytest.mark.parametrize("why", ["check_due", "expired", "leak_tracking", "closed", "empty"])
 def test_lend_fast_leaves_special_cases_to_lend_idle(why: str) -> None:
-    settings: dict[str, object] = {"min_size": 1, "max_size": 1, "max_lifetime": 100.0}
+    settings: dict[str, Any] = {"min_size": 1, "max_size": 1, "max_lifetime": 100.0}
     if why == "leak_tracking":
         settings["leak_timeout"] = 10.0
     core = open_filled(**settings)
@@ -245,7 +248,7 @@ def test_waiters_are_served_first_come_first_served_on_release() -> None:
     served += handoffs(core.release(second, 5.0))
     served += handoffs(core.release(first, 5.0))
     assert served == [(waiters[0], second), (waiters[1], first)]
-    entry = waiters[0].outcome
+    entry: object = waiters[0].outcome
     assert entry is second
     served = handoffs(core.release(second, 6.0))
     assert served == [(waiters[2], second)]
@@ -360,7 +363,7 @@ def test_cancel_after_an_outcome_returns_false_and_the_caller_keeps_it() -> None
     core.enqueue(waiter, 0.0)
     core.release(entry, 1.0)  # served at the same moment the caller times out
     assert core.cancel(waiter, 1.0) is False
-    assert waiter.outcome is entry
+    assert served(waiter) is entry
     assert core.lent[entry.number] is entry  # still lent: the caller must release it
     assert core.stats().timeouts == 0
     # Giving it back unused puts it on the idle stack.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -131,7 +132,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.counts: Counter[str] = Counter()
         self.run(self.core.open(self.now))
 
-    def run(self, actions: tuple[Action, ...] | list[Action]) -> None:
+    def run(self, actions: Sequence[Action]) -> None:
         """Carry out actions the way a shell would, checking each one."""
         core = self.engine
         for action in actions:
@@ -158,6 +159,7 @@ class PoolMachine(RuleBasedStateMachine):
                 assert action.waiter.outcome is action.entry
                 self.take(action.entry)
             elif isinstance(action, Fail):
+                assert isinstance(action.waiter, TrackedWaiter)
                 assert any(action.waiter is w for w in self.queue)
                 self.queue.remove(action.waiter)
                 assert action.waiter.outcome is action.error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pgfleet._core import WAKEUP, ReportLeak, Waiter
@@ -162,8 +164,8 @@ def test_leaks_are_reported_once_per_checkout() -> None:
     assert core.tick(6.0)[0] == []
     assert core.stats().leaks == 1
     # The late return is reported too (the shell logs it), but not counted again.
-    actions = core.release(entry, 7.0)
-    (report,) = of_type(actions, ReportLeak)
+    returned = core.release(entry, 7.0)
+    (report,) = of_type(returned, ReportLeak)
     assert report.entry is entry
     assert report.returned
     assert report.held == 7.0
@@ -171,7 +173,7 @@ def test_leaks_are_reported_once_per_checkout() -> None:
     # A new checkout of the same connection starts afresh.
     again, _ = core.lend_idle(8.0)
     assert again is entry
-    assert not entry.leak_reported
+    assert not again.leak_reported
     assert core.tick(8.0)[1] == 13.0
     assert of_type(core.tick(13.0)[0], ReportLeak) == [ReportLeak(entry)]
     assert core.stats().leaks == 2
@@ -206,7 +208,7 @@ def test_a_handed_off_connection_is_watched_for_leaks() -> None:
 
 
 @pytest.mark.parametrize("settings", [{}, {"max_idle": None}, {"leak_timeout": 1.0}])
-def test_tick_deadline_is_always_in_the_future(settings: dict[str, object]) -> None:
+def test_tick_deadline_is_always_in_the_future(settings: dict[str, Any]) -> None:
     core = open_filled(min_size=2, max_size=4, **settings)
     core.lend_idle(0.0)
     for now in (0.0, 0.5, 1.0, 10.0, 1000.0, 5000.0):

@@ -165,6 +165,7 @@ async def test_cancellation_racing_a_hand_off_is_not_swallowed(pg: PgCluster) ->
             for _ in range(steps):
                 await asyncio.sleep(0)
             accepted = task.cancel()  # ...which is cancelled on its way back
+            result: psycopg.AsyncConnection[Any] | BaseException
             [result] = await asyncio.gather(task, return_exceptions=True)
             if isinstance(result, psycopg.AsyncConnection):
                 await pool.putconn(result)

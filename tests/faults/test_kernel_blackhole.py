@@ -74,7 +74,9 @@ def blackhole_report() -> dict[str, Any]:
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the namespace scenario did not end within {HELPER_LIMIT} s: {exc.stderr}")
+        # Captured output of a timed-out run is bytes, even with text=True.
+        stderr = (exc.stderr or b"").decode(errors="replace")
+        pytest.fail(f"the namespace scenario did not end within {HELPER_LIMIT} s: {stderr}")
     assert proc.returncode == 0, f"exit status {proc.returncode}\n{proc.stderr[-4000:]}"
     report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return report

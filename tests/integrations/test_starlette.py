@@ -18,8 +18,9 @@ import pytest
 
 pytest.importorskip("starlette")
 fastapi = pytest.importorskip("fastapi")
-httpx = pytest.importorskip("httpx")
+pytest.importorskip("httpx")
 
+import httpx  # noqa: E402
 import psycopg  # noqa: E402
 from fastapi import Depends, FastAPI  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402

@@ -1,4 +1,4 @@
-"""The asyncio shell: the source the threaded shell is generated from."""
+"""The shell for asyncio programs: `AsyncPool`, its managers and its connection guard."""
 
 from pgfleet._async.manager import AsyncManager, AsyncPostgresManager
 from pgfleet._async.pool import AsyncConnectionGuard, AsyncPool

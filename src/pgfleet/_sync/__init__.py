@@ -1,7 +1,7 @@
 # WARNING: this file is generated from src/pgfleet/_async/__init__.py by tools/gen_sync.py.
 # Do not edit it: edit the source and run `python tools/gen_sync.py`.
 
-"""The asyncio shell: the source the threaded shell is generated from."""
+"""The shell for threaded programs: `Pool`, its managers and its connection guard."""
 
 from pgfleet._sync.manager import Manager, PostgresManager
 from pgfleet._sync.pool import ConnectionGuard, Pool

@@ -5,7 +5,7 @@
 
 This file is the source of truth for the threaded `Pool` too:
 ``tools/gen_sync.py`` writes ``_sync/pool.py`` from it by renaming. The shell
-calls the engine under its lock (a no-op for asyncio: the engine never awaits),
+calls the engine under its lock (a no-op in the async flavour: the engine never yields),
 then carries out the returned actions outside the lock.
 """
 
@@ -93,7 +93,7 @@ class Pool(Generic[ConnT]):
         configure, reset, check: ``fn(conn)`` callbacks, as in psycopg_pool.
         leak_timeout: warn (with the checkout stack) about a connection held longer.
         name: the pool's name in logs, errors and metrics.
-        open: open at construction (needs a running loop; prefer ``with``).
+        open: open at construction, starting the background work at once (prefer ``with``).
         connect_timeout: seconds one connection attempt may take.
         reset_timeout: seconds the rollback of a returned connection may take.
         max_connecting: the most connection attempts at once.
@@ -430,7 +430,7 @@ class Pool(Generic[ConnT]):
         with self._lock:
             actions = self._core.enqueue(waiter, now)
         try:
-            # Inside the try: cancelled while these actions run (a close may await),
+            # Inside the try: cancelled while these actions run (a close takes time),
             # the waiter must still leave the queue, not stay there as a ghost.
             if actions:
                 self._run(actions)
@@ -605,8 +605,8 @@ class Pool(Generic[ConnT]):
             self._hand_on(action.entry)
 
     def _hand_on(self, entry: Entry[ConnT]) -> None:
-        """A connection handed to a caller that can never take it (its event loop closed
-        while it was queued): give it back, to the next caller in line or the idle stack."""
+        """A connection handed to a caller that can never take it (`Waiter.wake`
+        returned False): give it back, to the next caller in line or the idle stack."""
         with self._lock:
             actions = self._core.release(entry, monotonic())
         self._run_nowait(actions)
@@ -842,7 +842,7 @@ class ConnectionGuard(Generic[ConnT]):
             if now - entry.lent_at > pool._probe_after_idle:
                 pool._checkin(entry, True)  # long enough for news: probe it
                 return
-            # The fast path, inlined: one call (in asyncio one coroutine) fewer.
+            # The fast path, inlined: one call fewer.
             lock = pool._lock
             lock.acquire()
             try:

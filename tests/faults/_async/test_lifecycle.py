@@ -21,7 +21,7 @@ from faults._async.common import (
     unique_app,
 )
 from faults.workload import AsyncFaults, AsyncLoad
-from pgfleet import PoolClosed, PoolTimeout
+from pgfleet import AsyncPool, PoolClosed, PoolTimeout
 from support.cluster import PgCluster
 
 LEAK_TIMEOUT = 0.4
@@ -35,7 +35,9 @@ def leak_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.L
     ]
 
 
-async def borrow_and_forget(pool: Any) -> psycopg.AsyncConnection[Any]:
+async def borrow_and_forget(
+    pool: AsyncPool[psycopg.AsyncConnection[Any]],
+) -> psycopg.AsyncConnection[Any]:
     """The line the leak warning must point at."""
     return await pool.getconn()  # the leak
 

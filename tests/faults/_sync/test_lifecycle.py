@@ -24,7 +24,7 @@ from faults._sync.common import (
     unique_app,
 )
 from faults.workload import Faults, Load
-from pgfleet import PoolClosed, PoolTimeout
+from pgfleet import Pool, PoolClosed, PoolTimeout
 from support.cluster import PgCluster
 
 LEAK_TIMEOUT = 0.4
@@ -38,7 +38,9 @@ def leak_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.L
     ]
 
 
-def borrow_and_forget(pool: Any) -> psycopg.Connection[Any]:
+def borrow_and_forget(
+    pool: Pool[psycopg.Connection[Any]],
+) -> psycopg.Connection[Any]:
     """The line the leak warning must point at."""
     return pool.getconn()  # the leak
 
