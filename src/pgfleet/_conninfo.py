@@ -113,7 +113,7 @@ class ConnTarget:
 
     def describe(self) -> str:
         """Where this connects, without secrets: ``user@host:port/dbname``."""
-        return describe(self.params)
+        return describe_params(self.params)
 
     def redact(self, text: str) -> str:
         """`text` with every known secret replaced by ``***``."""
@@ -123,7 +123,7 @@ class ConnTarget:
         return self.describe()
 
 
-def describe(params: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str:
+def describe_params(params: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str:
     """Where `params` connect, without secrets: ``user@host:port/dbname``.
 
     Unset parts come from libpq's ``PG*`` variables in `environ` (default: ``os.environ``).

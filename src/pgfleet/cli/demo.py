@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import re
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from types import FrameType, TracebackType
@@ -25,14 +24,17 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgfleet import Pool, PoolStats
+from pgfleet._connect_errors import is_invalid_settings_error
+from pgfleet._conninfo import check_params, describe_params, known_secrets, redact, secrets_in
+from pgfleet._text import describe
 from pgfleet.cli import _embedded, _workload
+from pgfleet.cli._args import EXIT_USAGE, BadInput, bounded_int, seconds
 from pgfleet.cli._workload import Progress, RunResult
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "Interrupted", "add_parser", "run"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 MAX_CLIENTS = 1000
 MAX_POOL_SIZE = 1000
@@ -48,29 +50,6 @@ MODE_POOL = "pgfleet.Pool"
 
 
 # -- command line ----------------------------------------------------------------------
-
-
-def _bounded_int(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= MAX_SECONDS:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be > 0 and <= {MAX_SECONDS:g}, got {text}")
-    return value
 
 
 def add_parser(subparsers: Any) -> None:
@@ -92,21 +71,21 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--clients",
-        type=_bounded_int(1, MAX_CLIENTS),
+        type=bounded_int(1, MAX_CLIENTS),
         default=16,
         metavar="N",
         help="concurrent client threads (default: 16)",
     )
     parser.add_argument(
         "--seconds",
-        type=_seconds,
+        type=seconds(MAX_SECONDS),
         default=3.0,
         metavar="S",
         help="duration of each of the two runs (default: 3)",
     )
     parser.add_argument(
         "--pool-size",
-        type=_bounded_int(1, MAX_POOL_SIZE),
+        type=bounded_int(1, MAX_POOL_SIZE),
         default=8,
         metavar="P",
         help="connections in the pool (default: 8)",
@@ -127,7 +106,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--port",
-        type=_bounded_int(0, 65535),
+        type=bounded_int(0, 65535),
         default=8000,
         help="port of the web service (default: 8000; 0: any free port)",
     )
@@ -189,20 +168,8 @@ class _SignalGate:
 # -- where to connect ------------------------------------------------------------------
 
 
-class BadInput(ValueError):
-    """The user's input cannot work (exit 2)."""
-
-
 class Failure(RuntimeError):
     """The demo failed at run time (exit 1)."""
-
-
-_SECRET_PATTERNS = (
-    re.compile(r"password\s*=\s*'((?:[^'\\]|\\.)*)'"),
-    re.compile(r"password\s*=\s*'?([^\s']+)"),
-    re.compile(r"://[^:/@\s]*:([^@\s]+)@"),
-    re.compile(r"[?&]password=([^&\s]+)"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,56 +183,23 @@ class Target:
     @classmethod
     def from_dsn(cls, dsn: str, source: str) -> Target:
         """Validate a user's DSN; raise `BadInput` (with the secrets redacted) if it is bad."""
-        secrets = tuple(s for s in (os.environ.get("PGPASSWORD"), *_guess_secrets(dsn)) if s)
         try:
             params = conninfo_to_dict(dsn)
-            _check_ports(params.get("port"))
+            check_params(params, os.environ)  # what libpq would refuse at every attempt
             extra: dict[str, Any] = {}
             if "connect_timeout" not in params:
                 extra["connect_timeout"] = CONNECT_TIMEOUT
             if "application_name" not in params:
                 extra["application_name"] = APPLICATION_NAME
             conninfo = make_conninfo(dsn, **extra)
-        except psycopg.ProgrammingError as exc:
+        except (psycopg.ProgrammingError, ValueError) as exc:
+            secrets = (*known_secrets({}, os.environ), *secrets_in(dsn))
             raise BadInput(f"invalid {source}: {redact(str(exc), secrets)}") from None
-        password = params.get("password")
-        if password:
-            secrets = (str(password), *secrets)
-        return cls(conninfo, _describe(params), secrets)
+        return cls(conninfo, describe_params(params), known_secrets(params, os.environ))
 
     def redact(self, text: str) -> str:
         """`text` without this target's secrets."""
         return redact(text, self.secrets)
-
-
-def _check_ports(ports: object) -> None:
-    """libpq reports a bad port only when it connects: check it up front."""
-    for port in str(ports or "").split(","):
-        port = port.strip()
-        if port and not (port.isdigit() and 0 < int(port) < 65536):
-            raise psycopg.ProgrammingError(f"invalid port: {port!r}")
-
-
-def _guess_secrets(dsn: str) -> list[str]:
-    """Passwords in a DSN that may not even parse (for redacting error messages)."""
-    return [m.group(1) for pattern in _SECRET_PATTERNS for m in pattern.finditer(dsn)]
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every secret in `text` (longest first) with ``***``."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-def _describe(params: dict[str, Any]) -> str:
-    """``user@host:port/dbname`` from conninfo parameters (never the password)."""
-    env = os.environ
-    host = params.get("host") or params.get("hostaddr") or env.get("PGHOST") or "localhost"
-    port = params.get("port") or env.get("PGPORT") or "5432"
-    user = params.get("user") or env.get("PGUSER") or ""
-    dbname = params.get("dbname") or env.get("PGDATABASE") or user
-    return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
 
 
 # -- output ----------------------------------------------------------------------------
@@ -516,6 +450,11 @@ def _prepare(target: Target) -> _workload.Workload:
     try:
         conn = psycopg.connect(target.conninfo)
     except psycopg.Error as exc:
+        if is_invalid_settings_error(exc):  # refused before any traffic: not an outage
+            raise BadInput(
+                f"libpq refused the connection settings of {target.description}:"
+                f" {describe(exc, redact=target.redact)}"
+            ) from None
         raise Failure(
             f"cannot connect to {target.description}: {target.redact(str(exc).strip())}"
         ) from None
