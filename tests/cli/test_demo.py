@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 
 from pgfleet.cli import main
-from pgfleet.cli._workload import LatencyHistogram
+from pgfleet.demo._workload import LatencyHistogram
 from support.cluster import APP_DBNAME, APP_PASSWORD, APP_USER, PgCluster
 
 needs_embedded = pytest.mark.skipif(

@@ -31,7 +31,7 @@ from pgfleet import AsyncPool
 from pgfleet._conninfo import redact as redact_secrets
 from pgfleet._core.stats import PoolStats
 from pgfleet._text import describe
-from pgfleet.cli._workload import TABLE
+from pgfleet.demo._workload import TABLE
 from pgfleet.integrations.starlette import (
     health_endpoint,
     install_exception_handlers,
