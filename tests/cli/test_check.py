@@ -408,3 +408,31 @@ def test_the_status_line_is_redrawn_in_place_on_a_terminal() -> None:
     assert "next try in" in text
     assert "not reachable within 0.5 s" in text
     assert "hunter2" not in text
+
+
+def test_a_silent_last_attempt_keeps_the_earlier_error() -> None:
+    """The deadline can leave the last attempt too little time for an answer: the report
+    still names the error before it, and its hint."""
+    manager = AsyncPostgresManager(f"host={HOST} port={closed_port()} user=u")
+    calls = 0
+
+    async def connect(timeout: float) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            error = psycopg.OperationalError('password authentication failed for user "u"')
+            error.add_note("hint: check the password")
+            raise error
+        await asyncio.sleep(timeout)
+        raise TimeoutError
+
+    manager.connect = connect  # type: ignore[method-assign]
+    out = io.StringIO()
+    report = check_module.Report(json_output=True, quiet=True, out=out, err=io.StringIO())
+    checker = check_module.Checker(manager, 0.5, True, report)
+    assert asyncio.run(checker.run()) == 1
+    document = json.loads(out.getvalue())
+    assert document["attempts"] >= 2
+    assert document["error"].startswith("no answer within ")
+    assert document["error"].endswith(' s (earlier: password authentication failed for user "u")')
+    assert document["hint"] == "check the password"

@@ -199,6 +199,10 @@ class Checker:
         rng = random.Random()
         attempt = 0
         last_error = ""
+        # The last error that was not a silence, and its hint: when the deadline leaves a
+        # last attempt too little time for an answer, they say more than the silence.
+        last_failure = ""
+        hint: str | None = None
         for note in self.notes:
             print(f"pgfleet check: warning: {note}", file=self.report.err)
         while True:
@@ -216,14 +220,16 @@ class Checker:
             except (psycopg.Error, OSError) as exc:  # OSError: TimeoutError included
                 if isinstance(exc, TimeoutError):
                     last_error = f"no answer within {min(remaining, ATTEMPT_TIMEOUT):.3g} s"
+                    if last_failure:
+                        last_error += f" (earlier: {last_failure})"
                 else:
-                    last_error = describe(exc, redact=self.manager.redact)
+                    last_error = last_failure = describe(exc, redact=self.manager.redact)
+                    hint = next(iter(hints(exc)), None)
                 if is_invalid_settings_error(exc):  # before any traffic: not an outage
                     raise BadInput(
                         f"libpq refused the connection settings: {last_error}; correct the"
                         " conninfo (or the PG* environment variable the setting comes from)"
                     ) from None
-                hint = next(iter(hints(exc)), None)
                 if not self.retry_all and self.manager.is_permanent(exc):
                     return self._unreachable(
                         attempt, started, last_error, hint, "waiting will not help"
