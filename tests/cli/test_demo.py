@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 
 from pgfleet.cli import main
-from pgfleet.cli._workload import LatencyHistogram
+from pgfleet.demo._workload import LatencyHistogram
 from support.cluster import APP_DBNAME, APP_PASSWORD, APP_USER, PgCluster
 
 needs_embedded = pytest.mark.skipif(
@@ -308,6 +308,17 @@ def test_invalid_dsn_is_bad_input_and_redacted(dsn: str) -> None:
     code, out, err = _main("demo", "--dsn", dsn.format(secret=secret))
     assert code == 2, err
     assert "demo: error: invalid --dsn" in err
+    assert secret not in out + err
+
+
+def test_settings_libpq_refuses_are_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    secret = f"pw{uuid.uuid4().hex}"
+    dsn = f"host=127.0.0.1 port={_free_port()} user=u password={secret} keepalives=x"
+    code, out, err = _main("demo", "--dsn", dsn, "--seconds", "0.1")
+    assert code == 2, err
+    assert "demo: error: libpq refused the connection settings of u@127.0.0.1:" in err
+    assert 'invalid integer value "x" for connection option "keepalives"' in err
     assert secret not in out + err
 
 

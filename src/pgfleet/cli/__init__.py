@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pgfleet._version import __version__
+from pgfleet.cli._args import EXIT_USAGE, ArgumentParser, safe
 
 __all__ = ["build_parser", "main"]
 
@@ -15,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one subparser per subcommand."""
     from pgfleet.cli import check, demo
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="pgfleet", description="Tools for pgfleet, the PostgreSQL connection pool."
     )
     parser.add_argument("--version", action="version", version=f"pgfleet {__version__}")
@@ -31,8 +32,8 @@ def _exit_code(code: object) -> int:
         return 0
     if isinstance(code, int):
         return code
-    print(code, file=sys.stderr)
-    return 2
+    print(safe(str(code)), file=sys.stderr)
+    return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,5 +47,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_usage(sys.stderr)
         print("pgfleet: error: a command is required (try: pgfleet demo --help)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     return handler(args)

@@ -7,8 +7,8 @@ method, the TLS report of `pgfleet.tls_info`, the time to open a connection and 
 a query on a pooled one. ``--json`` prints one JSON object on stdout instead.
 
 Exit codes: 0 reachable; 1 not reachable within the timeout (or an error waiting cannot
-heal, such as a wrong password or a certificate that does not verify); 2 bad input (the
-reason is printed); 130 interrupted.
+heal, such as a wrong password or a certificate that does not verify); 2 bad input, an
+invalid connection string included (the reason is printed, at once); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import random
-import re
 import statistics
 import sys
 import time
@@ -31,13 +30,15 @@ from psycopg.conninfo import make_conninfo
 from pgfleet import tls
 from pgfleet._async.manager import AsyncPostgresManager
 from pgfleet._async.pool import AsyncPool
+from pgfleet._connect_errors import is_invalid_settings_error
 from pgfleet._core import Backoff
+from pgfleet._text import describe, hints
+from pgfleet.cli._args import EXIT_USAGE, BadInput, safe, seconds
 
 __all__ = ["EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "add_parser", "run"]
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 DEFAULT_TIMEOUT = 30.0
@@ -63,10 +64,6 @@ _AUTH_REQUESTS = {
 _FILE_SETTINGS = ("sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcrldir")
 
 
-class BadInput(Exception):
-    """The command line or the connection settings are invalid (exit 2)."""
-
-
 def add_parser(subparsers: Any) -> None:
     """Register the ``check`` subcommand on an argparse subparsers object."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -78,7 +75,7 @@ def add_parser(subparsers: Any) -> None:
             " server version, the authentication method, what the connection's TLS"
             " guarantees, the time to connect and the time of a pooled query. Exit 0 when"
             " reachable, 1 when not within --timeout (or on an error waiting cannot heal),"
-            " 2 for bad input."
+            " 2 for bad input (an invalid connection string included)."
         ),
     )
     parser.add_argument(
@@ -90,7 +87,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds(MAX_TIMEOUT),
         default=DEFAULT_TIMEOUT,
         metavar="S",
         help=f"seconds to wait for the database (default: {DEFAULT_TIMEOUT:g})",
@@ -104,18 +101,6 @@ def add_parser(subparsers: Any) -> None:
         " database, TLS verification), e.g. while the database is being provisioned",
     )
     parser.set_defaults(handler=run)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        # Echo only what cannot be a misplaced connection string (it may hold a password).
-        shown = f": {text!r}" if re.fullmatch(r"[\w.+-]{1,20}", text) else ""
-        raise argparse.ArgumentTypeError(f"expected a number of seconds{shown}") from None
-    if not 0 < value <= MAX_TIMEOUT:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be > 0 and <= {MAX_TIMEOUT:g}, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         checker = Checker(manager, args.timeout, args.retry_all_errors, report)
         return asyncio.run(checker.run())
     except BadInput as exc:
-        report.bad_input(str(exc))
+        report.bad_input(safe(str(exc)))
         return EXIT_USAGE
     except KeyboardInterrupt:
         report.status_clear()
@@ -214,6 +199,10 @@ class Checker:
         rng = random.Random()
         attempt = 0
         last_error = ""
+        # The last error that was not a silence, and its hint: when the deadline leaves a
+        # last attempt too little time for an answer, they say more than the silence.
+        last_failure = ""
+        hint: str | None = None
         for note in self.notes:
             print(f"pgfleet check: warning: {note}", file=self.report.err)
         while True:
@@ -231,9 +220,16 @@ class Checker:
             except (psycopg.Error, OSError) as exc:  # OSError: TimeoutError included
                 if isinstance(exc, TimeoutError):
                     last_error = f"no answer within {min(remaining, ATTEMPT_TIMEOUT):.3g} s"
+                    if last_failure:
+                        last_error += f" (earlier: {last_failure})"
                 else:
-                    last_error = self._describe(exc)
-                hint = _hint(exc)
+                    last_error = last_failure = describe(exc, redact=self.manager.redact)
+                    hint = next(iter(hints(exc)), None)
+                if is_invalid_settings_error(exc):  # before any traffic: not an outage
+                    raise BadInput(
+                        f"libpq refused the connection settings: {last_error}; correct the"
+                        " conninfo (or the PG* environment variable the setting comes from)"
+                    ) from None
                 if not self.retry_all and self.manager.is_permanent(exc):
                     return self._unreachable(
                         attempt, started, last_error, hint, "waiting will not help"
@@ -274,10 +270,6 @@ class Checker:
                     f" ({max(deadline - time.monotonic(), 0):.1f} s left)",
                     final=False,
                 )
-
-    def _describe(self, exc: BaseException) -> str:
-        lines = str(exc).strip().splitlines()
-        return self.manager.redact(lines[0] if lines else type(exc).__name__)
 
     def _unreachable(
         self, attempts: int, started: float, error: str, hint: str | None, why: str
@@ -434,10 +426,3 @@ class Checker:
         except psycopg.Error:
             return None
         return statistics.median(times)
-
-
-def _hint(exc: BaseException) -> str | None:
-    for note in getattr(exc, "__notes__", ()):
-        if isinstance(note, str) and note.startswith("hint: "):
-            return note.removeprefix("hint: ")
-    return None

@@ -28,8 +28,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from pgfleet import AsyncPool
+from pgfleet._conninfo import redact as redact_secrets
 from pgfleet._core.stats import PoolStats
-from pgfleet.cli._workload import TABLE
+from pgfleet._text import describe
+from pgfleet.demo._workload import TABLE
 from pgfleet.integrations.starlette import (
     health_endpoint,
     install_exception_handlers,
@@ -283,7 +285,7 @@ def serve(
     *,
     pool_size: int,
     announce: Callable[[str], None],
-    redact: Callable[[str], str] = lambda text: text,
+    redact: Callable[[str], str] = redact_secrets,
     open_timeout: float = 10.0,
 ) -> None:
     """Serve on `sock` until SIGINT/SIGTERM; `announce` gets the URL once ready.
@@ -332,7 +334,7 @@ def serve(
                 await pool.open(wait=True, timeout=open_timeout)
                 await server.serve(sockets=[sock])
             except (psycopg.Error, OSError) as exc:
-                failure.append(redact(_first_line(exc)))
+                failure.append(describe(exc, redact=redact))
             finally:
                 announcer.cancel()
                 if not pool.closed:
@@ -342,11 +344,6 @@ def serve(
                 raise ServeError(f"the web service could not start: {reason}")
 
     asyncio.run(main())
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 PAGE = """<!doctype html>

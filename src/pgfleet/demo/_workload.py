@@ -16,6 +16,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from pgfleet._text import describe
+
 __all__ = [
     "JOIN_GRACE",
     "SEED_ROWS",
@@ -166,7 +168,7 @@ class ClientRecorder:
     def failed(self, exc: Exception) -> None:
         """Count one failed request, keeping the first error's message."""
         if self.first_error is None:
-            self.first_error = f"{type(exc).__name__}: {exc}".strip()
+            self.first_error = describe(exc, with_type=True)
         self.errors += 1
 
 

