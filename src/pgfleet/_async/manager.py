@@ -15,10 +15,10 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 from psycopg import pq
 
-from pgfleet import _pgwire, tls
 from pgfleet._acompat import abounded, await_fd, monotonic
-from pgfleet._connect_errors import is_permanent_error
-from pgfleet._conninfo import ConnTarget
+from pgfleet._postgres import tls, wire
+from pgfleet._postgres.connect_errors import is_permanent_error
+from pgfleet._postgres.conninfo import ConnTarget
 
 T = TypeVar("T")
 
@@ -119,7 +119,7 @@ class AsyncPostgresManager:
         self._reset = reset
         self._check = check
         self.connect_timeout = connect_timeout
-        self._probes = _pgwire.SocketProbes()
+        self._probes = wire.SocketProbes()
 
     #: `is_broken` costs a non-blocking read of the socket, which sees only what has
     #: already arrived: news of a server gone within the last millisecond is still on
@@ -135,7 +135,7 @@ class AsyncPostgresManager:
         return self.target.redact(text)
 
     def is_permanent(self, error: BaseException) -> bool:
-        """True when retrying the connection cannot help (see `pgfleet._connect_errors`)."""
+        """True when retrying the connection cannot help (`pgfleet._postgres.connect_errors`)."""
         return is_permanent_error(error)
 
     async def connect(self, timeout: float) -> psycopg.AsyncConnection[Any]:
@@ -254,10 +254,10 @@ class AsyncPostgresManager:
     async def _drive(
         self, conn: psycopg.AsyncConnection[Any], query: bytes, timeout: float
     ) -> None:
-        """Run one bounded wire exchange on `conn` (see `pgfleet._pgwire`)."""
+        """Run one bounded wire exchange on `conn` (see `pgfleet._postgres.wire`)."""
         deadline = monotonic() + timeout
         pgconn = conn.pgconn
-        exchange = _pgwire.exchange(pgconn, query)
+        exchange = wire.exchange(pgconn, query)
         try:
             want = next(exchange)
             while True:
