@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (async source, sync output) pairs.
 FILES: list[tuple[str, str]] = [
     ("src/pgfleet/_async/manager.py", "src/pgfleet/_sync/manager.py"),
+    ("src/pgfleet/_async/postgres.py", "src/pgfleet/_sync/postgres.py"),
     ("src/pgfleet/_async/pool.py", "src/pgfleet/_sync/pool.py"),
     ("src/pgfleet/_async/__init__.py", "src/pgfleet/_sync/__init__.py"),
     ("tests/_async/test_pool.py", "tests/_sync/test_pool.py"),

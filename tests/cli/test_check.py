@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pgfleet._async.manager import AsyncPostgresManager
+from pgfleet._async.postgres import AsyncPostgresManager
 from pgfleet.cli import check as check_module
 from pgfleet.cli import main as cli_main
 from support.cluster import HOST, SUPERUSER, SUPERUSER_PASSWORD, ClusterFactory, PgCluster

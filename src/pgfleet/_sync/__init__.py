@@ -3,7 +3,14 @@
 
 """The asyncio shell: the source the threaded shell is generated from."""
 
-from pgfleet._sync.manager import Manager, PostgresManager
+from pgfleet._sync.manager import Manager, ManagerProtocol
 from pgfleet._sync.pool import ConnectionGuard, Pool
+from pgfleet._sync.postgres import PostgresManager
 
-__all__ = ["ConnectionGuard", "Manager", "Pool", "PostgresManager"]
+__all__ = [
+    "ConnectionGuard",
+    "Manager",
+    "ManagerProtocol",
+    "Pool",
+    "PostgresManager",
+]

@@ -29,8 +29,8 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from pgfleet import tls
-from pgfleet._async.manager import AsyncPostgresManager
 from pgfleet._async.pool import AsyncPool
+from pgfleet._async.postgres import AsyncPostgresManager
 from pgfleet._core import Backoff
 
 __all__ = ["EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "add_parser", "run"]
