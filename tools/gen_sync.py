@@ -30,6 +30,7 @@ FILES: list[tuple[str, str]] = [
     ("src/pgfleet/_async/__init__.py", "src/pgfleet/_sync/__init__.py"),
     ("tests/_async/test_pool.py", "tests/_sync/test_pool.py"),
     ("tests/_async/test_pool_pg.py", "tests/_sync/test_pool_pg.py"),
+    ("tests/_async/test_manager.py", "tests/_sync/test_manager.py"),
     ("tests/faults/_async/__init__.py", "tests/faults/_sync/__init__.py"),
     ("tests/faults/_async/common.py", "tests/faults/_sync/common.py"),
     ("tests/faults/_async/test_outages.py", "tests/faults/_sync/test_outages.py"),
