@@ -75,7 +75,6 @@ RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bAsync([A-Z]\w*)"), r"\1"),
     # A callback's result type: awaited in asyncio, returned as is in threads.
     (re.compile(r"\bAwaitable\[None\]"), "None"),
-    (re.compile(r"\basyncio pool"), "threaded pool"),
     (re.compile(r"\basyncio programs\b"), "threaded programs"),
     (re.compile(r"``async fn\(conn\)``"), "``fn(conn)``"),
 )

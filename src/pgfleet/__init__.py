@@ -1,9 +1,15 @@
 """pgfleet: a fast, fair, resilient PostgreSQL connection pool for threads and asyncio."""
 
 from pgfleet import bulk, rows, tx
-from pgfleet._async import AsyncConnectionGuard, AsyncManager, AsyncPool, AsyncPostgresManager
+from pgfleet._async import (
+    AsyncConnectionGuard,
+    AsyncManager,
+    AsyncManagerProtocol,
+    AsyncPool,
+    AsyncPostgresManager,
+)
 from pgfleet._core import PoolStats
-from pgfleet._sync import ConnectionGuard, Manager, Pool, PostgresManager
+from pgfleet._sync import ConnectionGuard, Manager, ManagerProtocol, Pool, PostgresManager
 from pgfleet._version import __version__
 from pgfleet.errors import (
     CommitOutcomeUnknown,
@@ -18,12 +24,14 @@ from pgfleet.tls import TLSInfo, tls_info
 __all__ = [
     "AsyncConnectionGuard",
     "AsyncManager",
+    "AsyncManagerProtocol",
     "AsyncPool",
     "AsyncPostgresManager",
     "CommitOutcomeUnknown",
     "ConnectionGuard",
     "DatabaseUnavailable",
     "Manager",
+    "ManagerProtocol",
     "Pool",
     "PoolClosed",
     "PoolError",

@@ -41,7 +41,7 @@ def describe(
 ) -> str:
     """`exc` in one line: its first line, prefixed with its type name (`with_type`),
     followed by ``; hint: ...`` for each of its hints (`with_hints`), passed through
-    `redact` (for example `pgfleet._conninfo.redact` or a manager's ``redact``).
+    `redact` (for example `pgfleet._postgres.conninfo.redact` or a manager's ``redact``).
     """
     message, name = _message(exc), type(exc).__name__
     text = message or name

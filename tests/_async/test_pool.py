@@ -289,7 +289,7 @@ async def test_getconn_putconn_round_trip() -> None:
         await pool.putconn(conn)
         assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
         assert conn.resets == 1
-        assert pool.stats().resets == 1  # a manager without is_clean resets every return
+        assert pool.stats().resets == 1  # the default is_clean (False): every return is reset
         assert await pool.getconn() is conn  # the same warm connection
         await pool.putconn(conn)
 

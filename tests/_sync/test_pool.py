@@ -290,7 +290,7 @@ def test_getconn_putconn_round_trip() -> None:
         pool.putconn(conn)
         assert (pool.stats().idle, pool.stats().in_use) == (1, 0)
         assert conn.resets == 1
-        assert pool.stats().resets == 1  # a manager without is_clean resets every return
+        assert pool.stats().resets == 1  # the default is_clean (False): every return is reset
         assert pool.getconn() is conn  # the same warm connection
         pool.putconn(conn)
 

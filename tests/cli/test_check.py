@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgfleet._async.manager import AsyncPostgresManager
-from pgfleet._connect_errors import is_invalid_settings_error, is_permanent_error
+from pgfleet._async.postgres import AsyncPostgresManager
+from pgfleet._postgres.connect_errors import is_invalid_settings_error, is_permanent_error
 from pgfleet.cli import check as check_module
 from pgfleet.cli import main as cli_main
 from support.cluster import HOST, SUPERUSER, SUPERUSER_PASSWORD, ClusterFactory, PgCluster

@@ -9,6 +9,11 @@ closed connection used, a connection closed twice, a reset of a connection someb
 still holds) is written down as a violation rather than raised, so that a stress run
 reports all of them at the end instead of dying on the first one in some thread.
 
+The stress managers are plain classes with the six required methods and none of the
+optional hooks: they keep the duck-typed way of writing a manager under load (the pool
+takes `pgfleet.AsyncManager`'s defaults for the hooks), while the scripted fakes of
+``tests/support/flavours.py`` subclass the base class.
+
 `Ledger` is the workers' side: the check-and-mark on checkout that proves no
 connection is ever held by two workers at once, and per-worker progress, waits,
 timeouts and cancellations for the liveness and fairness assertions.

@@ -13,7 +13,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgfleet import AsyncPostgresManager, PostgresManager
-from pgfleet._conninfo import TCP_DEFAULTS, ConnTarget
+from pgfleet._postgres.conninfo import TCP_DEFAULTS, ConnTarget
 
 SECRET = "s3cr3t-pw"
 

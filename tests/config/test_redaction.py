@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from pgfleet import Pool
-from pgfleet._conninfo import ConnTarget, check_params, redact, secrets_in
+from pgfleet._postgres.conninfo import ConnTarget, check_params, redact, secrets_in
 from pgfleet._text import describe, first_line, hints
 
 SECRET = "s3cr:t/pw"

@@ -1,4 +1,4 @@
-"""The idle-connection probe (`pgfleet._pgwire.SocketProbes`) against a real server."""
+"""The idle-connection probe (`pgfleet._postgres.wire.SocketProbes`) against a real server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from pgfleet._pgwire import SocketProbes
+from pgfleet._postgres.wire import SocketProbes
 from support.cluster import ClusterFactory, PgCluster
 from support.proxy import FaultProxy
 

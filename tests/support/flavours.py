@@ -7,7 +7,9 @@ one with coroutines, the other with blocking calls.
 
 `AsyncFakeManager` / `FakeManager` are scripted managers over `FakeConn` objects: no sockets,
 every decision (fail the next connects, fail a check, block the connects...) is a plain
-attribute the test sets, and every call is counted so that a test can wait for it.
+attribute the test sets, and every call is counted so that a test can wait for it. They
+subclass `pgfleet.AsyncManager` / `pgfleet.Manager` and keep its optional hooks' defaults
+(the stress fakes in ``tests/concurrency/fakes.py`` are duck-typed: both ways stay tested).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
+
+from pgfleet import AsyncManager, Manager
 
 T = TypeVar("T")
 
@@ -127,7 +131,7 @@ class _Script:
         return conn.broken or conn.closed
 
 
-class AsyncFakeManager(_Script):
+class AsyncFakeManager(_Script, AsyncManager[FakeConn]):
     """A scripted `AsyncManager` of `FakeConn` objects."""
 
     async def connect(self, timeout: float) -> FakeConn:
@@ -152,7 +156,7 @@ class AsyncFakeManager(_Script):
         self._close(conn)
 
 
-class FakeManager(_Script):
+class FakeManager(_Script, Manager[FakeConn]):
     """A scripted `Manager` of `FakeConn` objects."""
 
     def connect(self, timeout: float) -> FakeConn:

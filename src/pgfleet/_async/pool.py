@@ -30,7 +30,8 @@ from pgfleet._acompat import (
     monotonic,
 )
 from pgfleet._async import tx as _tx
-from pgfleet._async.manager import AsyncManager, AsyncPostgresManager, ConnectionCallback
+from pgfleet._async.manager import AsyncManagerProtocol, ManagerHooks
+from pgfleet._async.postgres import AsyncPostgresManager, ConnectionCallback
 from pgfleet._config import PoolSettings
 from pgfleet._core import (
     Action,
@@ -110,7 +111,7 @@ class AsyncPool(Generic[ConnT]):
         conninfo: str | None = None,
         *,
         kwargs: Mapping[str, Any] | None = None,
-        manager: AsyncManager[ConnT] | None = None,
+        manager: AsyncManagerProtocol[ConnT] | None = None,
         min_size: int = 4,
         max_size: int | None = None,
         timeout: float = 30.0,
@@ -155,7 +156,7 @@ class AsyncPool(Generic[ConnT]):
                     "pass either a manager or conninfo/kwargs/configure/reset/check/"
                     "warn_unverified, not both"
                 )
-            self.manager: AsyncManager[ConnT] = manager
+            self.manager: AsyncManagerProtocol[ConnT] = manager
         else:
             self.manager = AsyncPostgresManager(  # type: ignore[assignment]
                 conninfo,
@@ -166,11 +167,17 @@ class AsyncPool(Generic[ConnT]):
                 connect_timeout=connect_timeout,
                 warn_unverified=warn_unverified,
             )
-        #: `is_broken` is skipped for connections known good more recently than this
-        #: (the manager's ``probe_after_idle``; 0 for managers that do not set it).
-        self._probe_after_idle = float(getattr(self.manager, "probe_after_idle", 0.0))
-        #: The manager's optional ``is_clean``: a returned connection needs no commit/reset.
-        self._is_clean = getattr(self.manager, "is_clean", _never_clean)
+        # The one place the manager's optional hooks are read (its own, else the defaults
+        # of `AsyncManager`); a manager without the six required methods fails here.
+        hooks = ManagerHooks.of(self.manager)
+        #: `is_broken` is skipped for connections known good more recently than this.
+        self._probe_after_idle = hooks.probe_after_idle
+        #: True: a returned connection needs neither commit nor reset.
+        self._is_clean = hooks.is_clean
+        #: True: waiting cannot heal this connect error.
+        self._is_permanent = hooks.is_permanent
+        #: Hides the manager's secrets in what the pool writes.
+        self._redact = hooks.redact
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
         self.name = name or f"pool-{next(_pool_numbers)}"
@@ -641,8 +648,7 @@ class AsyncPool(Generic[ConnT]):
 
     def _note_connect_failure(self, error: Exception, attempt: int, delay: float) -> None:
         """Log a failed attempt once; remember it when waiting cannot heal it."""
-        is_permanent = getattr(self.manager, "is_permanent", None)
-        if not self._retry_all_errors and is_permanent is not None and is_permanent(error):
+        if not self._retry_all_errors and self._is_permanent(error):
             self._permanent_error = error
         # A long outage repeats itself: INFO at attempts 1, 2, 4, 8..., DEBUG between.
         level = logging.INFO if attempt & (attempt - 1) == 0 else logging.DEBUG
@@ -661,8 +667,7 @@ class AsyncPool(Generic[ConnT]):
         for note in getattr(error, "__notes__", ()):  # the manager's "hint: ..." notes
             if isinstance(note, str) and note.startswith("hint: "):
                 text = f"{text}; {note}"
-        redact = getattr(self.manager, "redact", None)
-        return redact(text) if redact is not None else text
+        return self._redact(text)
 
     async def _check_idle(self, entry: Entry[ConnT]) -> None:
         ok = False
@@ -859,11 +864,6 @@ class AsyncConnectionGuard(Generic[ConnT]):
                 await pool.manager.commit(entry.conn)
             finally:
                 await pool._checkin(entry)
-
-
-def _never_clean(conn: object) -> bool:
-    """For managers without ``is_clean``: always commit and reset."""
-    return False
 
 
 def _short(exc: BaseException) -> str:

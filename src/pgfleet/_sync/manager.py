@@ -1,272 +1,235 @@
 # WARNING: this file is generated from src/pgfleet/_async/manager.py by tools/gen_sync.py.
 # Do not edit it: edit the source and run `python tools/gen_sync.py`.
 
-"""The Manager protocol and the PostgreSQL manager for threaded pools.
+"""The Manager contract: what `Pool` asks of the door to the resources it pools.
 
-A manager is the pool's only door to the resource: it knows how to open, check,
-judge, commit, reset and close one connection. The pool decides *when*; the
-manager knows *how*. Anything with these six methods can be pooled.
+A manager is the pool's only door to the resource: the pool decides *when*, the
+manager knows *how*. Two ways to write one:
+
+- subclass `Manager`: implement its six abstract methods (``connect``, ``check``,
+  ``is_broken``, ``commit``, ``reset``, ``close``) and override any of the four
+  optional hooks (``probe_after_idle``, ``is_clean``, ``is_permanent``, ``redact``)
+  whose default does not fit;
+- or pass any object with the six methods (its type is `ManagerProtocol`): the
+  pool takes the hooks it lacks from `Manager`, so it behaves exactly as a
+  subclass that overrides nothing.
+
+The pool reads the hooks once, in `ManagerHooks.of`, which also refuses (TypeError) an
+object that lacks a required method. The contract in one table: ``docs/managers.md``.
+`PostgresManager` (``pgfleet._sync.postgres``) is the PostgreSQL manager.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
-
-import psycopg
-from psycopg import pq
-
-from pgfleet import _pgwire, tls
-from pgfleet._acompat import bounded, monotonic, wait_fd
-from pgfleet._connect_errors import is_permanent_error
-from pgfleet._conninfo import ConnTarget
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MethodType
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
-ConnectionCallback = Callable[[psycopg.Connection[Any]], None]
+#: What every manager must have (the abstract methods of `Manager`).
+REQUIRED_METHODS = ("connect", "check", "is_broken", "commit", "reset", "close")
 
 
-class Manager(Protocol[T]):
-    """How an threaded pool makes, tests, resets and closes one resource of type `T`."""
+class Manager(ABC, Generic[T]):
+    """How `Pool` makes, tests, resets and closes one resource of type `T`.
 
+    Subclass it and implement the six abstract methods; the four optional hooks
+    (`probe_after_idle`, `is_clean`, `is_permanent`, `redact`) have defaults that are
+    right for any resource. Instantiating a subclass that misses a required method
+    raises TypeError naming it.
+
+    How the pool calls a manager:
+
+    - Never under the pool's lock, and never twice at once for one resource: a
+      resource belongs to one party at a time (idle, being checked, lent, being reset,
+      being closed). Calls for different resources do overlap, so a manager must be
+      safe to call concurrently: from many threads in the threaded flavour (the
+      callers' threads and the pool's background threads); from many tasks in the
+      async flavour, where the plain (non-async) methods must not block.
+    - A call may be cut short (its caller cancelled or interrupted, the pool
+      closing): it must leave nothing open behind it. The pool closes a resource
+      whose check or reset was cut short.
+    - Raising: see each method. `Exception` is the pool's business as described there;
+      anything else (a cancellation, `KeyboardInterrupt`) passes through.
+    """
+
+    __slots__ = ()
+
+    #: Seconds: the pool does not call `is_broken` on a resource known good more
+    #: recently than this (just handed over by another caller, or returned by a block
+    #: shorter than this). 0: ask every time.
+    probe_after_idle: float = 0.0
+
+    # -- required -----------------------------------------------------------------
+
+    @abstractmethod
     def connect(self, timeout: float) -> T:
-        """Open a new resource within `timeout` seconds, or raise."""
-        ...
+        """Open a new resource within `timeout` seconds, or raise.
 
-    def check(self, conn: T, timeout: float) -> None:
-        """Raise unless `conn` works; may do I/O, bounded by `timeout`."""
-        ...
-
-    def is_broken(self, conn: T) -> bool:
-        """True when `conn` is certainly unusable. Cheap: no round trip.
-
-        A manager may also offer ``is_clean(conn) -> bool``: True when a returned
-        connection needs neither `commit` nor `reset`; the pool then skips both.
-
-        A manager may set a ``probe_after_idle`` attribute (seconds): the pool then
-        skips this call for connections known good more recently than that.
+        Called by the pool's background workers whenever the engine wants one more
+        (filling ``min_size``, growing under demand, replacing a closed one), never on
+        a caller's path. `timeout` is the pool's ``connect_timeout``: honour it, the
+        pool does not cut the call short. An exception is a failed attempt: counted,
+        logged (through `redact`), retried after a jittered back-off, and kept as the
+        ``__cause__`` of a later `PoolTimeout`; `is_permanent` says whether waiting
+        can heal it.
         """
-        ...
 
+    @abstractmethod
+    def check(self, conn: T, timeout: float) -> None:
+        """Raise unless `conn` works; may do I/O (a ping), bounded by `timeout`.
+
+        Called before lending a resource that sat idle longer than
+        ``check_after_idle`` or is suspect (older than a failure the pool saw), by
+        `Pool.check`, and only after `is_broken` said False. `timeout` is what is
+        left of the caller's checkout deadline (``connect_timeout`` in the
+        background). An exception means `conn` failed: the pool closes it and the
+        checkout goes on with another resource.
+        """
+
+    @abstractmethod
+    def is_broken(self, conn: T) -> bool:
+        """True when `conn` is certainly unusable; judged without waiting.
+
+        Called before lending an idle resource and when one is returned (both unless
+        it was known good within `probe_after_idle`), before `check`, and by the
+        transaction helpers after an error. No round trip, no blocking: a look at the
+        resource's own state, at most a non-blocking read. True: the pool closes it and
+        uses another. Must not raise.
+        """
+
+    @abstractmethod
     def commit(self, conn: T) -> None:
         """Make durable the work of a ``connection()`` block that ended without an error.
 
-        Errors propagate to the caller. A manager with nothing to commit does nothing.
+        Called when such a block ends, unless `is_clean` says there is nothing to
+        commit (never for `getconn`/`putconn`). No deadline of the pool's, as for the
+        caller's own commit. An exception propagates to the caller unchanged; the
+        resource is then reset (or closed) as after a block that raised. A manager of
+        resources without transactions does nothing here; there is no default because
+        doing nothing would silently lose the work of one that has them.
         """
+
+    @abstractmethod
+    def reset(self, conn: T, timeout: float) -> None:
+        """Make a returned `conn` fit to lend again, or raise to have it closed.
+
+        Called on every return (`putconn`, the end of a ``connection()`` block, after
+        `commit`) unless `is_clean` says there is nothing to undo. `timeout` is the
+        pool's ``reset_timeout``: honour it. Must raise for a resource that came back
+        closed or in the middle of an operation: the pool relies on this, not on
+        `is_broken`, to judge what comes back.
+        """
+
+    @abstractmethod
+    def close(self, conn: T) -> None:
+        """Close `conn`; never raises and never waits for the other end.
+
+        Called for every resource the pool drops: broken, failed its check or reset,
+        past ``max_lifetime``, idle above ``min_size`` past ``max_idle``, drained,
+        resized away, or at `Pool.close`.
+        """
+
+    # -- optional hooks (defaults) ------------------------------------------------
+
+    def is_clean(self, conn: T) -> bool:
+        """True when a returned `conn` needs neither `commit` nor `reset`.
+
+        The pool then skips both (and, for a block shorter than `probe_after_idle`,
+        `is_broken` too): the cheapest return. No I/O; must not raise. Default: False,
+        so every return is committed (``connection()`` blocks) and reset.
+        """
+        return False
+
+    def is_permanent(self, error: BaseException) -> bool:
+        """True when waiting cannot heal this `connect` error (a bad password, an unknown
+        database, a certificate that does not verify).
+
+        `Pool.open` (``wait=True``) and `Pool.wait` then raise `PoolError` at
+        once instead of waiting out their timeout (unless ``retry_all_errors=True``);
+        the pool still retries in the background. Must not raise. Default: False,
+        every error is worth waiting for.
+        """
+        return False
+
+    def redact(self, text: str) -> str:
+        """`text` with this manager's secrets (passwords...) hidden.
+
+        The pool passes every message it writes about this manager's errors through
+        it: logs, `PoolTimeout` and `PoolError` messages. It does not alter the
+        exceptions themselves (they become ``__cause__``): keep secrets out of those
+        too. Must not raise. Default: `text` unchanged.
+        """
+        return text
+
+
+class ManagerProtocol(Protocol[T]):
+    """Any object with the six required methods of `Manager`: what
+    ``Pool(manager=...)`` accepts. A plain class need not subclass `Manager`;
+    the pool takes the optional hooks it lacks from `Manager`'s defaults."""
+
+    def connect(self, timeout: float) -> T:
+        """See `Manager.connect`."""
+        ...
+
+    def check(self, conn: T, timeout: float) -> None:
+        """See `Manager.check`."""
+        ...
+
+    def is_broken(self, conn: T) -> bool:
+        """See `Manager.is_broken`."""
+        ...
+
+    def commit(self, conn: T) -> None:
+        """See `Manager.commit`."""
         ...
 
     def reset(self, conn: T, timeout: float) -> None:
-        """Make a returned `conn` fit to lend again, or raise to have it discarded.
-
-        Must raise for a connection left closed or in the middle of an operation.
-        """
+        """See `Manager.reset`."""
         ...
 
     def close(self, conn: T) -> None:
-        """Close `conn`; never raises."""
+        """See `Manager.close`."""
         ...
 
 
-_OK = pq.ConnStatus.OK
-_IDLE = pq.TransactionStatus.IDLE
-_UNUSABLE = (pq.TransactionStatus.ACTIVE, pq.TransactionStatus.UNKNOWN)
-_IN_TRANSACTION = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
+@dataclass(frozen=True, slots=True)
+class ManagerHooks(Generic[T]):
+    """A manager's optional hooks, as the pool uses them (see `Manager`)."""
 
+    probe_after_idle: float
+    is_clean: Callable[[T], bool]
+    is_permanent: Callable[[BaseException], bool]
+    redact: Callable[[str], str]
 
-class PostgresManager:
-    """Connections made by psycopg's `Connection` (or a subclass).
+    @classmethod
+    def of(cls, manager: ManagerProtocol[T]) -> ManagerHooks[T]:
+        """Read `manager`'s hooks: its own, else `Manager`'s defaults.
 
-    Connects with a connect timeout and TCP keepalives on by default; judges a
-    returned connection by its own state, never by the exception that escaped;
-    pings and rolls back under a deadline, whatever the network does.
-
-    Args:
-        conninfo: a ``postgresql://`` URL or a ``key=value`` string; None reads
-            ``DATABASE_URL``, else libpq's own ``PG*`` environment.
-        kwargs: more `psycopg.Connection.connect` arguments (``autocommit``,
-            ``row_factory``, connection parameters such as ``sslmode``).
-        connection_class: the class whose ``connect`` opens connections.
-        configure: ``fn(conn)`` run once on each new connection.
-        reset: ``fn(conn)`` run on each returned connection, after the rollback.
-        check: ``fn(conn)`` replacing the built-in ping.
-        connect_timeout: seconds one connection attempt may take.
-        warn_unverified: log one WARNING (logger ``pgfleet.tls``) the first time a
-            connection reaches a host that is neither loopback nor a Unix socket with
-            an sslmode that does not verify the server (not ``verify-ca`` or
-            ``verify-full``). False silences it.
-
-    A failed connection attempt raises libpq's error with its secrets redacted and,
-    when pgfleet knows which setting to look at, a ``hint:`` note (PEP 678).
-    """
-
-    def __init__(
-        self,
-        conninfo: str | None = None,
-        *,
-        kwargs: Mapping[str, Any] | None = None,
-        connection_class: type[psycopg.Connection[Any]] = psycopg.Connection,
-        configure: ConnectionCallback | None = None,
-        reset: ConnectionCallback | None = None,
-        check: ConnectionCallback | None = None,
-        connect_timeout: float = 10.0,
-        warn_unverified: bool = True,
-    ) -> None:
-        self.target = ConnTarget.resolve(conninfo, kwargs)
-        self.warn_unverified = warn_unverified
-        #: Taken (never released) by the one connect that logs the warning.
-        self._unverified_warning = threading.Lock()
-        self.connection_class = connection_class
-        self._configure = configure
-        self._reset = reset
-        self._check = check
-        self.connect_timeout = connect_timeout
-        self._probes = _pgwire.SocketProbes()
-
-    #: `is_broken` costs a non-blocking read of the socket, which sees only what has
-    #: already arrived: news of a server gone within the last millisecond is still on
-    #: its way (and the connection's own state cannot change while it sits idle), so
-    #: the pool does not ask about connections known good more recently than this.
-    probe_after_idle = 0.001
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.target}>"
-
-    def redact(self, text: str) -> str:
-        """`text` with this target's secrets replaced by ``***``."""
-        return self.target.redact(text)
-
-    def is_permanent(self, error: BaseException) -> bool:
-        """True when retrying the connection cannot help (see `pgfleet._connect_errors`)."""
-        return is_permanent_error(error)
-
-    def connect(self, timeout: float) -> psycopg.Connection[Any]:
-        """Open, configure and return a new connection within `timeout` seconds."""
-        timeout = min(timeout, self.connect_timeout)
-        # libpq counts connect_timeout in whole seconds, at least 2; our own bound is exact.
-        libpq_timeout = max(2, math.ceil(timeout))
-        try:
-            conn = bounded(
-                self.connection_class.connect(
-                    self.target.conninfo,
-                    connect_timeout=libpq_timeout,
-                    **self.target.connect_kwargs,
-                ),
-                timeout,
-            )
-        except psycopg.Error as exc:
-            explained = self._explain(exc)
-            if explained is exc:
-                raise
-            raise explained from None
-        if self.warn_unverified and not self._unverified_warning.locked():
-            self._warn_if_unverified(conn)
-        if self._configure is not None:
-            try:
-                self._configure(conn)
-                if conn.info.transaction_status in _IN_TRANSACTION:
-                    conn.rollback()
-            except BaseException:
-                self.close(conn)
-                raise
-        return conn
-
-    def _explain(self, error: psycopg.Error) -> psycopg.Error:
-        """`error` without secrets, with a note naming the setting to look at."""
-        text = str(error)
-        safe = self.target.redact(text)
-        if safe != text:  # libpq never echoes a password; this is the belt to its braces
-            error = type(error)(safe).with_traceback(error.__traceback__)
-        hint = tls.connect_error_hint(error, self.target.params)
-        if hint is not None and not any(
-            note.startswith("hint: ") for note in getattr(error, "__notes__", ())
-        ):
-            error.add_note(f"hint: {self.target.redact(hint)}")
-        return error
-
-    def _warn_if_unverified(self, conn: psycopg.Connection[Any]) -> None:
-        """Log, once, that this pool reaches a remote server it does not verify."""
-        try:
-            message = tls.unverified_warning(conn, self.target.describe())
-        except psycopg.Error:  # closed already: the next connection will tell
-            return
-        if message is not None and self._unverified_warning.acquire(blocking=False):
-            tls.logger.warning("%s", message)
-
-    def check(self, conn: psycopg.Connection[Any], timeout: float) -> None:
-        """Ping the server (an empty query) within `timeout`, or raise."""
-        if self._check is not None:
-            bounded(self._check(conn), timeout)
-            return
-        self._drive(conn, b"", timeout)
-
-    def is_broken(self, conn: psycopg.Connection[Any]) -> bool:
-        """Judge from the connection's own state: closed, bad status, mid-query, lost socket."""
-        pgconn = conn.pgconn
-        if pgconn.status != _OK or pgconn.transaction_status in _UNUSABLE:
-            return True
-        return self._probes.says_broken(pgconn)
-
-    def is_clean(self, conn: psycopg.Connection[Any]) -> bool:
-        """True when `conn` came back with no transaction open and no reset callback to run.
-
-        (libpq reports a broken connection's transaction status as UNKNOWN, not IDLE.)
+        Raises TypeError, naming them, when `manager` lacks a required method.
         """
-        return self._reset is None and conn.pgconn.transaction_status == _IDLE
-
-    def commit(self, conn: psycopg.Connection[Any]) -> None:
-        """COMMIT the transaction a ``connection()`` block left open (as psycopg_pool does)."""
-        if conn.pgconn.transaction_status != _IDLE:
-            conn.commit()
-
-    def reset(self, conn: psycopg.Connection[Any], timeout: float) -> None:
-        """Roll back a transaction left open, then run the user's reset callback.
-
-        Raises (so the pool discards the connection) when it came back closed or in
-        the middle of a query or a COPY: its state is unknown.
-        """
-        pgconn = conn.pgconn
-        # libpq reports UNKNOWN for a connection that is not OK: one call tells all.
-        status = pgconn.transaction_status
-        if status == _IDLE:
-            if self._reset is None:
-                return  # the common case: nothing to undo
-        elif status in _IN_TRANSACTION:
-            self._drive(conn, b"ROLLBACK", timeout)
-        else:
-            raise psycopg.OperationalError(
-                f"the connection came back unusable (status {pq.ConnStatus(pgconn.status).name},"
-                f" transaction {pq.TransactionStatus(status).name})"
+        missing = [name for name in REQUIRED_METHODS if not callable(getattr(manager, name, None))]
+        if missing:
+            raise TypeError(
+                f"{type(manager).__name__} is not a manager: it lacks {', '.join(missing)}"
+                f" (a manager has {', '.join(REQUIRED_METHODS)}; see pgfleet.Manager)"
             )
-        if self._reset is not None:
-            bounded(self._reset(conn), timeout)
-            if conn.pgconn.transaction_status != _IDLE:
-                raise psycopg.ProgrammingError(
-                    "the reset callback left the connection inside a transaction"
-                )
+        return cls(
+            probe_after_idle=float(_own_or_default(manager, "probe_after_idle")),
+            is_clean=_own_or_default(manager, "is_clean"),
+            is_permanent=_own_or_default(manager, "is_permanent"),
+            redact=_own_or_default(manager, "redact"),
+        )
 
-    def close(self, conn: psycopg.Connection[Any]) -> None:
-        """Close the connection (sends Terminate; never waits for the server)."""
-        self._probes.forget(conn.pgconn)
-        try:
-            conn.close()
-        except Exception:
-            pass
 
-    def _drive(self, conn: psycopg.Connection[Any], query: bytes, timeout: float) -> None:
-        """Run one bounded wire exchange on `conn` (see `pgfleet._pgwire`)."""
-        deadline = monotonic() + timeout
-        pgconn = conn.pgconn
-        exchange = _pgwire.exchange(pgconn, query)
-        try:
-            want = next(exchange)
-            while True:
-                remaining = deadline - monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no answer from the server within {timeout:.3g} s")
-                ready = wait_fd(pgconn.socket, want, remaining)
-                if ready:
-                    want = exchange.send(ready)
-        except StopIteration:
-            return
+def _own_or_default(manager: object, name: str) -> Any:
+    """`manager`'s own hook `name`, else `Manager`'s default (bound to `manager`):
+    the very default a subclass inherits, so both ways of writing a manager agree."""
+    try:
+        return getattr(manager, name)
+    except AttributeError:
+        default = getattr(Manager, name)
+        return MethodType(default, manager) if callable(default) else default

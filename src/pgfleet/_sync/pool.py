@@ -49,7 +49,8 @@ from pgfleet._core import (
 from pgfleet._core.retry import TransactionOptions, TxSettings
 from pgfleet._core.state import NO_ACTIONS, ORPHANED
 from pgfleet._sync import tx as _tx
-from pgfleet._sync.manager import ConnectionCallback, Manager, PostgresManager
+from pgfleet._sync.manager import ManagerHooks, ManagerProtocol
+from pgfleet._sync.postgres import ConnectionCallback, PostgresManager
 from pgfleet.errors import PoolClosed, PoolError, PoolTimeout
 
 logger = logging.getLogger("pgfleet")
@@ -113,7 +114,7 @@ class Pool(Generic[ConnT]):
         conninfo: str | None = None,
         *,
         kwargs: Mapping[str, Any] | None = None,
-        manager: Manager[ConnT] | None = None,
+        manager: ManagerProtocol[ConnT] | None = None,
         min_size: int = 4,
         max_size: int | None = None,
         timeout: float = 30.0,
@@ -158,7 +159,7 @@ class Pool(Generic[ConnT]):
                     "pass either a manager or conninfo/kwargs/configure/reset/check/"
                     "warn_unverified, not both"
                 )
-            self.manager: Manager[ConnT] = manager
+            self.manager: ManagerProtocol[ConnT] = manager
         else:
             self.manager = PostgresManager(  # type: ignore[assignment]
                 conninfo,
@@ -169,11 +170,17 @@ class Pool(Generic[ConnT]):
                 connect_timeout=connect_timeout,
                 warn_unverified=warn_unverified,
             )
-        #: `is_broken` is skipped for connections known good more recently than this
-        #: (the manager's ``probe_after_idle``; 0 for managers that do not set it).
-        self._probe_after_idle = float(getattr(self.manager, "probe_after_idle", 0.0))
-        #: The manager's optional ``is_clean``: a returned connection needs no commit/reset.
-        self._is_clean = getattr(self.manager, "is_clean", _never_clean)
+        # The one place the manager's optional hooks are read (its own, else the defaults
+        # of `Manager`); a manager without the six required methods fails here.
+        hooks = ManagerHooks.of(self.manager)
+        #: `is_broken` is skipped for connections known good more recently than this.
+        self._probe_after_idle = hooks.probe_after_idle
+        #: True: a returned connection needs neither commit nor reset.
+        self._is_clean = hooks.is_clean
+        #: True: waiting cannot heal this connect error.
+        self._is_permanent = hooks.is_permanent
+        #: Hides the manager's secrets in what the pool writes.
+        self._redact = hooks.redact
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r}")
         self.name = name or f"pool-{next(_pool_numbers)}"
@@ -642,8 +649,7 @@ class Pool(Generic[ConnT]):
 
     def _note_connect_failure(self, error: Exception, attempt: int, delay: float) -> None:
         """Log a failed attempt once; remember it when waiting cannot heal it."""
-        is_permanent = getattr(self.manager, "is_permanent", None)
-        if not self._retry_all_errors and is_permanent is not None and is_permanent(error):
+        if not self._retry_all_errors and self._is_permanent(error):
             self._permanent_error = error
         # A long outage repeats itself: INFO at attempts 1, 2, 4, 8..., DEBUG between.
         level = logging.INFO if attempt & (attempt - 1) == 0 else logging.DEBUG
@@ -662,8 +668,7 @@ class Pool(Generic[ConnT]):
         for note in getattr(error, "__notes__", ()):  # the manager's "hint: ..." notes
             if isinstance(note, str) and note.startswith("hint: "):
                 text = f"{text}; {note}"
-        redact = getattr(self.manager, "redact", None)
-        return redact(text) if redact is not None else text
+        return self._redact(text)
 
     def _check_idle(self, entry: Entry[ConnT]) -> None:
         ok = False
@@ -859,11 +864,6 @@ class ConnectionGuard(Generic[ConnT]):
                 pool.manager.commit(entry.conn)
             finally:
                 pool._checkin(entry)
-
-
-def _never_clean(conn: object) -> bool:
-    """For managers without ``is_clean``: always commit and reset."""
-    return False
 
 
 def _short(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ goes back to the pool (rolled back, or discarded when broken), and the loop
 either sleeps a jittered back-off and goes round again or raises.
 
 How an attempt opens its transaction: with ``BEGIN <modes>`` sent straight to
-libpq (`pgfleet._pgwire`, under the checkout's deadline) when there are modes
+libpq (`pgfleet._postgres.wire`, under the checkout's deadline) when there are modes
 or the connection is in autocommit mode; psycopg then finds the transaction
 open and sends no BEGIN of its own. psycopg has no per-transaction modes, and
 its connection attributes (``isolation_level``...) would outlive the attempt on
@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, TypeVarTuple
 import psycopg
 from psycopg import errors, pq
 
-from pgfleet import _pgwire
 from pgfleet._acompat import monotonic, sleep, wait_fd
 from pgfleet._core.retry import TxSettings, Verdict
+from pgfleet._postgres import wire
 from pgfleet.errors import CommitOutcomeUnknown
 
 if TYPE_CHECKING:
@@ -293,7 +293,7 @@ def _begin(conn: psycopg.Connection[Any], modes: str, timeout: float) -> None:
         return  # psycopg sends BEGIN before the first statement
     pgconn = conn.pgconn
     deadline = monotonic() + timeout
-    exchange = _pgwire.exchange(pgconn, b"BEGIN " + modes.encode() if modes else b"BEGIN")
+    exchange = wire.exchange(pgconn, b"BEGIN " + modes.encode() if modes else b"BEGIN")
     try:
         want = next(exchange)
         while True:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from pgfleet._conninfo import redact
+from pgfleet._postgres.conninfo import redact
 
 __all__ = ["EXIT_USAGE", "ArgumentParser", "BadInput", "bounded_int", "safe", "seconds"]
 
@@ -26,7 +26,7 @@ class BadInput(ValueError):
 
 
 def safe(message: str) -> str:
-    """`message` with every password it shows redacted (`pgfleet._conninfo.redact`), and
+    """`message` with every password it shows redacted (`pgfleet._postgres.conninfo.redact`), and
     ``PGPASSWORD``'s value if it appears."""
     password = os.environ.get("PGPASSWORD")
     return redact(message, (password,) if password else ())

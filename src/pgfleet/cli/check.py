@@ -28,10 +28,10 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from pgfleet import tls
-from pgfleet._async.manager import AsyncPostgresManager
 from pgfleet._async.pool import AsyncPool
-from pgfleet._connect_errors import is_invalid_settings_error
+from pgfleet._async.postgres import AsyncPostgresManager
 from pgfleet._core import Backoff
+from pgfleet._postgres.connect_errors import is_invalid_settings_error
 from pgfleet._text import describe, hints
 from pgfleet.cli._args import EXIT_USAGE, BadInput, safe, seconds
 

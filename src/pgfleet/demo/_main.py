@@ -25,8 +25,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgfleet import Pool, PoolStats
-from pgfleet._connect_errors import is_invalid_settings_error
-from pgfleet._conninfo import check_params, describe_params, known_secrets, redact, secrets_in
+from pgfleet._postgres.connect_errors import is_invalid_settings_error
+from pgfleet._postgres.conninfo import (
+    check_params,
+    describe_params,
+    known_secrets,
+    redact,
+    secrets_in,
+)
 from pgfleet._text import describe
 from pgfleet.cli._args import EXIT_USAGE, BadInput
 from pgfleet.cli.demo import DEMO_EXTRA

@@ -28,8 +28,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from pgfleet import AsyncPool
-from pgfleet._conninfo import redact as redact_secrets
 from pgfleet._core.stats import PoolStats
+from pgfleet._postgres.conninfo import redact as redact_secrets
 from pgfleet._text import describe
 from pgfleet.demo._workload import TABLE
 from pgfleet.integrations.starlette import (

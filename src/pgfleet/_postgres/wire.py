@@ -5,9 +5,9 @@ the kernel to give up, and its async cancellation first tries a server-side
 cancel (measured here: ``wait_for(query, 2)`` returned after 12 s). The pool's
 ping and rollback must honour the caller's deadline, so they speak to libpq
 directly through these generators: each yields the readiness it waits for
-(`WAIT_R`/`WAIT_W`) and is driven by a loop that owns the clock (see
-``drive`` in the managers). A timeout leaves the connection mid-exchange, and
-the pool then discards it.
+(`WAIT_R`/`WAIT_W`) and is driven by a loop that owns the clock (``_drive``
+in ``pgfleet._async.postgres``, ``_begin`` in ``pgfleet._async.tx``). A timeout
+leaves the connection mid-exchange, and the pool then discards it.
 """
 
 from __future__ import annotations
