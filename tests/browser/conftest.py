@@ -1,8 +1,8 @@
 """Browser fixtures: headless Debian Chromium driven by selenium through chromedriver.
 
-Outside CI the browser tests are skipped when ``/usr/bin/chromium`` is absent. In CI (``CI``
-set, as CI services do) a missing browser fails the run: ``.ci/run`` installs the Debian
-``chromium`` and ``chromium-driver`` packages.
+Without ``chromium`` or ``chromedriver`` on PATH the browser tests skip, naming the Debian
+packages to install (``chromium``, ``chromium-driver``); in CI (``CI`` set, as CI services
+do) they fail instead: ``.ci/run`` installs both (``support.requirements``).
 
 The browser may fetch nothing but 127.0.0.1: background networking is off, names other than
 127.0.0.1 do not resolve, and any other address goes through a proxy that is not there.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+from support.requirements import require_tool
+
 #: Seconds a page load or a script may take.
 PAGE_TIMEOUT = 20
 WINDOW_SIZE = (1280, 1000)
@@ -43,10 +43,6 @@ CHROMIUM_FLAGS = (
     "--proxy-server=http://127.0.0.1:9",
     f"--window-size={WINDOW_SIZE[0]},{WINDOW_SIZE[1]}",
 )
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture
@@ -106,29 +102,20 @@ def _kill_leftovers(processes: dict[int, str]) -> list[int]:
 @pytest.fixture
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A headless Chromium (selenium WebDriver), quit at the end with every process it ran."""
-    if not CHROMIUM.is_file():
-        reason = f"{CHROMIUM} is absent (apt-get install chromium chromium-driver)"
-        if in_ci():
-            pytest.fail(f"{reason}; CI must install it", pytrace=False)
-        pytest.skip(reason)
-    if not CHROMEDRIVER.is_file():
-        pytest.fail(
-            f"{CHROMIUM} is installed but {CHROMEDRIVER} is absent "
-            "(apt-get install chromium-driver)",
-            pytrace=False,
-        )
+    chromium = require_tool("chromium", package="chromium chromium-driver")
+    chromedriver = require_tool("chromedriver", package="chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     profile = tmp_path_factory.mktemp("chromium-profile")
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = chromium
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument(f"--disk-cache-dir={profile / 'cache'}")
     log = tmp_path_factory.mktemp("chromedriver") / "chromedriver.log"
-    service = Service(str(CHROMEDRIVER), log_output=str(log))
+    service = Service(chromedriver, log_output=str(log))
     driver = webdriver.Chrome(service=service, options=options)
     driver_pid = service.process.pid if service.process is not None else None
     processes: dict[int, str] = {}

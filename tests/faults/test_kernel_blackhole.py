@@ -4,63 +4,55 @@ A userspace proxy that stops forwarding still has its kernel ACK every byte, so 
 firewall shows what a dead network does to TCP: nothing comes back at all, and only
 deadlines (connect timeout, bounded ping, ``tcp_user_timeout``, keepalives) end a wait.
 The scenario runs in a subprocess inside a private network namespace with its own server
-(see ``netns_blackhole.py``); it needs root and ``unshare``, and is skipped without them.
+(see ``netns_blackhole.py``). It needs root, ``unshare`` (util-linux) and iptables or nft
+(Debian: ``apt-get install iptables``); without them it skips, saying which is missing, and
+in CI it fails (``support.requirements``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.cluster import find_pg_bin
+from faults.netns_blackhole import CLOSE_TIMEOUT, POOL_OPTIONS, TIMEOUT
+from support.requirements import require_tool, unavailable
+from support.timing import deadline_bound
 
 HELPER = Path(__file__).resolve().parent / "netns_blackhole.py"
 UNSHARE = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
-#: A checkout with timeout=2 must return within this.
-BOUND = 2.5
+#: Once the rules are gone the pool heals by itself: at worst a connect attempt that was
+#: under way times out, one back-off later the next one succeeds.
+HEAL_DEADLINE = POOL_OPTIONS["connect_timeout"] + POOL_OPTIONS["reconnect_max_delay"]
 #: The helper's whole run (two flavours, about 15 s) must end within this.
 HELPER_LIMIT = 110.0
 
 
-@cache
-def namespace_unavailable() -> str | None:
-    """Why the scenario cannot run here (None: it can)."""
+def require_namespace() -> None:
+    """Skip (fail in CI) unless firewall rules can be set inside ``unshare --net`` here."""
     if os.geteuid() != 0:
-        return "needs root: firewall rules inside `unshare --net`"
-    if shutil.which("unshare") is None:
-        return "needs unshare (util-linux)"
+        unavailable("needs root: firewall rules inside `unshare --net`")
+    require_tool("unshare", package="util-linux")
+    require_tool("iptables", "nft", package="iptables")
     try:
         probe = subprocess.run(
             [*UNSHARE, "true"], capture_output=True, text=True, timeout=30, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unshare --net does not work here: {exc}"
+        unavailable(f"`unshare --net` does not work here: {exc}")
     if probe.returncode != 0:
-        return f"unshare --net is not permitted here: {probe.stderr.strip()}"
-    return None
+        unavailable(f"`unshare --net` is not permitted here: {probe.stderr.strip()}")
 
 
 @pytest.fixture(scope="module")
-def blackhole_report() -> dict[str, Any]:
-    reason = namespace_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    if shutil.which("iptables") is None and shutil.which("nft") is None:
-        pytest.fail(
-            "root and unshare are here but neither iptables nor nft: install one"
-            " (apt-get install iptables)",
-            pytrace=False,
-        )
-    if find_pg_bin() is None:
-        pytest.skip("no PostgreSQL server binaries")
+def blackhole_report(pg_bin: Path) -> dict[str, Any]:
+    """The helper's measurements (it finds the same server binaries as `pg_bin`)."""
+    require_namespace()
     path = [str(HELPER.parent.parent), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
     try:
@@ -89,14 +81,15 @@ def test_kernel_blackhole(blackhole_report: dict[str, Any], flavour: str) -> Non
     # DROP both ways: each checkout keeps its deadline and says PoolTimeout.
     for probe in report["drop"]:
         assert probe["error"] in ("PoolTimeout", "DatabaseUnavailable"), report
-        assert probe["seconds"] < BOUND, report
+        assert probe["seconds"] < deadline_bound(TIMEOUT), report
     # The rules are gone: the pool heals by itself and lends max_size working connections.
     assert report["drop_heal"]["whole"] == 4, report
-    assert report["drop_heal"]["seconds"] < BOUND, report
-    # A reset (REJECT with tcp-reset): the checkouts fail fast, then the pool heals again.
+    assert report["drop_heal"]["seconds"] < deadline_bound(HEAL_DEADLINE), report
+    # A reset (REJECT with tcp-reset): the checkouts fail within their deadline, then the
+    # pool heals again.
     for probe in report["reset"]:
         assert probe["error"] in ("PoolTimeout", "DatabaseUnavailable"), report
-        assert probe["seconds"] < BOUND, report
+        assert probe["seconds"] < deadline_bound(TIMEOUT), report
     assert report["reset_heal"]["whole"] == 4, report
     # close() is bounded too, whatever connects or checks are still in flight.
-    assert report["close_seconds"] < 2 + 1.5, report
+    assert report["close_seconds"] < deadline_bound(CLOSE_TIMEOUT), report

