@@ -45,8 +45,8 @@ from pgfleet._core import (
     ReportLeak,
     Wakeup,
 )
-from pgfleet._core.retry import TransactionOptions, TxSettings
 from pgfleet._core.state import NO_ACTIONS, ORPHANED
+from pgfleet._retry import TransactionOptions, TxSettings
 from pgfleet.errors import PoolClosed, PoolError, PoolTimeout
 
 logger = logging.getLogger("pgfleet")

@@ -46,8 +46,8 @@ from pgfleet._core import (
     ReportLeak,
     Wakeup,
 )
-from pgfleet._core.retry import TransactionOptions, TxSettings
 from pgfleet._core.state import NO_ACTIONS, ORPHANED
+from pgfleet._retry import TransactionOptions, TxSettings
 from pgfleet._sync import tx as _tx
 from pgfleet._sync.manager import ConnectionCallback, Manager, PostgresManager
 from pgfleet.errors import PoolClosed, PoolError, PoolTimeout
