@@ -19,6 +19,7 @@ from pgfleet._core import (
     CoreSettings,
     Entry,
     Fail,
+    FailReason,
     HandOff,
     PoolCore,
 )
@@ -70,9 +71,9 @@ def handoffs(actions: Iterable[Action]) -> list[tuple[Any, Entry[Any]]]:
     return [(action.waiter, action.entry) for action in of_type(actions, HandOff)]
 
 
-def fails(actions: Iterable[Action]) -> list[tuple[Any, BaseException]]:
-    """``(waiter, error)`` of the `Fail` actions, in order."""
-    return [(action.waiter, action.error) for action in of_type(actions, Fail)]
+def fails(actions: Iterable[Action]) -> list[tuple[Any, FailReason]]:
+    """``(waiter, reason)`` of the `Fail` actions, in order."""
+    return [(action.waiter, action.reason) for action in of_type(actions, Fail)]
 
 
 def complete_connects(
