@@ -2,7 +2,7 @@
 
 ``pool.run_transaction(fn, *args, **options)``, the ``@pool.transactional(**options)``
 decorator and the ``for attempt in pool.transactions(**options)`` loop (``async for``
-with `AsyncPool`) share one set of rules, explained in `pgfleet._core.retry`:
+with `AsyncPool`) share one set of rules, explained in `pgfleet._retry`:
 an attempt is replayed only when the server rolled it back (a SQLSTATE in
 ``retry_on``, `RETRY_SQLSTATES` by default) or the connection broke before COMMIT
 was sent; a connection lost while COMMIT is in flight raises
@@ -10,7 +10,7 @@ was sent; a connection lost while COMMIT is in flight raises
 """
 
 from pgfleet._async.tx import AsyncAttempt, AsyncAttempts, AsyncTransactional
-from pgfleet._core.retry import RETRY_SQLSTATES, TransactionOptions
+from pgfleet._retry import RETRY_SQLSTATES, TransactionOptions
 from pgfleet._sync.tx import Attempt, Attempts, Transactional
 
 __all__ = [

@@ -460,6 +460,43 @@ def test_connect_failure_fails_fast_then_heals() -> None:
         pool.close()
 
 
+class RedactingFakeManager(FakeManager):
+    """A fake manager that, like the PostgreSQL one, knows a secret to keep out of errors."""
+
+    def redact(self, text: str) -> str:
+        return text.replace("hunter2", "***")
+
+
+def test_fail_fast_error_describes_the_connect_error_redacted() -> None:
+    manager = RedactingFakeManager()
+    error = FakeError("password hunter2 was refused\nDETAIL: more than the first line")
+    error.add_note("hint: check the password")
+    manager.connect_error = error
+    manager.connect_gate.clear()  # the first attempt hangs until both callers queue
+    pool = fake_pool(manager, name="down")
+    try:
+        pool.open(wait=False)
+        callers = [Task(pool.getconn, 10.0), Task(pool.getconn, 10.0)]
+        Flavour.wait_until(lambda: pool.stats().waiting == 2)
+        manager.connect_gate.set()  # the attempt fails: nothing else can serve them
+        failures: list[BaseException] = []
+        for caller in callers:
+            with pytest.raises(DatabaseUnavailable) as info:
+                caller.join()
+            failures.append(info.value)
+        for failure in failures:
+            text = str(failure)
+            assert "pool 'down': the database is unavailable" in text
+            assert "FakeError: password *** was refused" in text
+            assert "hint: check the password" in text
+            assert "hunter2" not in text
+            assert "DETAIL" not in text  # the first line only
+            assert failure.__cause__ is error
+        assert failures[0] is not failures[1]  # one error per caller: tracebacks differ
+    finally:
+        pool.close()
+
+
 def test_too_many_requests_with_max_waiting() -> None:
     with fake_pool(FakeManager(), max_size=1, max_waiting=1) as pool:
         conn = pool.getconn()

@@ -19,6 +19,7 @@ from pgfleet._core import (
     CoreSettings,
     Entry,
     Fail,
+    FailReason,
     HandOff,
     PoolCore,
 )
@@ -45,43 +46,54 @@ def make_core(*, seed: int = 1, **settings: Any) -> PoolCore[FakeConn]:
     return PoolCore(CoreSettings(**settings), name="test", seed=seed)
 
 
-def of_type(actions: Iterable[Action], kind: type[A]) -> list[A]:
+#: What an engine event returns: its actions, or (`enqueue`, `open`) a refusal.
+Outcome = Iterable[Action] | str
+
+
+def acted(outcome: Outcome) -> Iterable[Action]:
+    """The actions of an event that must not have been refused."""
+    assert not isinstance(outcome, str), f"the engine refused: {outcome}"
+    return outcome
+
+
+def of_type(actions: Outcome, kind: type[A]) -> list[A]:
     """The actions of one kind, in order."""
-    return [action for action in actions if isinstance(action, kind)]
+    return [action for action in acted(actions) if isinstance(action, kind)]
 
 
-def connects(actions: Iterable[Action]) -> int:
+def connects(actions: Outcome) -> int:
     """How many `Connect` actions there are."""
     return len(of_type(actions, Connect))
 
 
-def checked_entries(actions: Iterable[Action]) -> list[Entry[Any]]:
+def checked_entries(actions: Outcome) -> list[Entry[Any]]:
     """The entries of the `Check` actions."""
     return [action.entry for action in of_type(actions, Check)]
 
 
-def closes(actions: Iterable[Action]) -> list[tuple[Entry[Any], str]]:
+def closes(actions: Outcome) -> list[tuple[Entry[Any], str]]:
     """``(entry, reason)`` of the `Close` actions."""
     return [(action.entry, action.reason) for action in of_type(actions, Close)]
 
 
-def handoffs(actions: Iterable[Action]) -> list[tuple[Any, Entry[Any]]]:
+def handoffs(actions: Outcome) -> list[tuple[Any, Entry[Any]]]:
     """``(waiter, entry)`` of the `HandOff` actions, in order."""
     return [(action.waiter, action.entry) for action in of_type(actions, HandOff)]
 
 
-def fails(actions: Iterable[Action]) -> list[tuple[Any, BaseException]]:
-    """``(waiter, error)`` of the `Fail` actions, in order."""
-    return [(action.waiter, action.error) for action in of_type(actions, Fail)]
+def fails(actions: Outcome) -> list[tuple[Any, FailReason]]:
+    """``(waiter, reason)`` of the `Fail` actions, in order."""
+    return [(action.waiter, action.reason) for action in of_type(actions, Fail)]
 
 
 def complete_connects(
-    core: PoolCore[FakeConn], actions: Sequence[Action], now: float
+    core: PoolCore[FakeConn], outcome: Sequence[Action] | str, now: float
 ) -> list[Action]:
     """Play the shell: answer every `Connect` (and those they lead to) with a new connection.
 
     Returns every other action produced on the way.
     """
+    actions = acted(outcome)
     pending = connects(actions)
     produced: list[Action] = [action for action in actions if not isinstance(action, Connect)]
     while pending:

@@ -9,7 +9,7 @@ from .fakes import FakeConn, checked_entries, closes, connects, handoffs, open_f
 
 def test_release_broken_closes_it_and_checks_every_idle_entry() -> None:
     core = open_filled(min_size=4, max_size=4)
-    lent, _ = core.lend_idle(1.0)
+    lent, _, _ = core.lend_idle(1.0)
     assert lent is not None
     idle = list(core.idle)
     actions = core.release(lent, 2.0, broken=True)
@@ -33,7 +33,7 @@ def test_release_broken_closes_it_and_checks_every_idle_entry() -> None:
 
 def test_release_broken_hands_nothing_to_waiters_and_connects_for_them() -> None:
     core = open_filled(min_size=1, max_size=1)
-    lent, _ = core.lend_idle(0.0)
+    lent, _, _ = core.lend_idle(0.0)
     assert lent is not None
     waiter = Waiter()
     core.enqueue(waiter, 0.0)
@@ -49,9 +49,9 @@ def test_release_broken_hands_nothing_to_waiters_and_connects_for_them() -> None
 
 def test_discard_drops_a_lent_entry_that_failed_its_check_before_use() -> None:
     core = open_filled(min_size=3, max_size=3, check_after_idle=1.0)
-    entry, _ = core.lend_idle(5.0)
+    entry, needs_check, _ = core.lend_idle(5.0)
     assert entry is not None
-    assert entry.needs_check
+    assert needs_check
     others = list(core.idle)
     actions = core.discard(entry, 5.1)
     assert closes(actions) == [(entry, "check_failed")]
@@ -67,7 +67,7 @@ def test_discard_drops_a_lent_entry_that_failed_its_check_before_use() -> None:
 
 def test_discard_with_a_reason_and_twice() -> None:
     core = open_filled(min_size=1, max_size=1)
-    entry, _ = core.lend_idle(0.0)
+    entry, _, _ = core.lend_idle(0.0)
     assert entry is not None
     assert closes(core.discard(entry, 0.1, "broken")) == [(entry, "broken")]
     assert list(core.discard(entry, 0.2)) == []  # already forgotten
@@ -98,7 +98,7 @@ def test_checked_ok_hands_off_to_the_oldest_waiter() -> None:
     core.enqueue(w2, 1.0)
     assert handoffs(core.checked(entry, 2.0, ok=True)) == [(w1, entry)]
     assert handoffs(core.checked(other, 2.0, ok=True)) == [(w2, other)]
-    assert not entry.needs_check
+    assert entry.verified_at == 2.0  # handed over fresh: the shell lends it unchecked
 
 
 def test_checked_failed_closes_and_refills() -> None:
@@ -141,21 +141,21 @@ def test_checked_for_an_entry_not_being_checked_is_ignored() -> None:
 
 def test_suspect_mark_spares_entries_verified_after_it() -> None:
     core = open_filled(min_size=3, max_size=3, check_after_idle=None)
-    a, _ = core.lend_idle(1.0)
-    b, _ = core.lend_idle(1.0)
+    a, _, _ = core.lend_idle(1.0)
+    b, _, _ = core.lend_idle(1.0)
     assert a is not None
     assert b is not None
     actions = core.release(a, 2.0, broken=True)
     (c,) = checked_entries(actions)
     # b was lent when the mark was set and comes back clean later: it is known good.
     core.release(b, 3.0)
-    entry, _ = core.lend_idle(3.5)
+    entry, needs_check, _ = core.lend_idle(3.5)
     assert entry is b
-    assert not entry.needs_check
+    assert not needs_check
     # c passes its check after the mark: good as well.
     core.checked(c, 4.0, ok=True)
     core.release(b, 4.0)
     for _ in range(2):
-        entry, _ = core.lend_idle(4.5)
+        entry, needs_check, _ = core.lend_idle(4.5)
         assert entry is not None
-        assert not entry.needs_check
+        assert not needs_check

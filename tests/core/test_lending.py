@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from pgfleet._core import WAKEUP, Entry, Waiter
-from pgfleet.errors import PoolClosed, TooManyRequests
 
 from .fakes import (
     FakeConn,
@@ -26,34 +25,34 @@ from .fakes import (
 def test_lend_idle_pops_the_most_recently_used_entry() -> None:
     core = open_filled(min_size=3, max_size=3)
     bottom, middle, top = core.idle
-    entry, actions = core.lend_idle(0.5)
+    entry, needs_check, actions = core.lend_idle(0.5)
     assert entry is top
     assert list(actions) == []
     assert entry.state == "lent"
     assert core.lent[entry.number] is entry
     assert core.idle == [bottom, middle]
-    assert not entry.needs_check
+    assert not needs_check
 
     # Returned ones go on top: the last one back is the first one out.
-    second, _ = core.lend_idle(0.6)
+    second, _, _ = core.lend_idle(0.6)
     assert second is middle
     core.release(entry, 0.7)
     core.release(second, 0.8)
-    again, _ = core.lend_idle(0.9)
+    again, _, _ = core.lend_idle(0.9)
     assert again is second
     assert core.idle == [bottom, entry]
 
 
 def test_lend_idle_with_nothing_idle_returns_none() -> None:
     core = open_filled(min_size=1, max_size=1)
-    entry, _ = core.lend_idle(0.0)
+    entry, _, _ = core.lend_idle(0.0)
     assert entry is not None
-    assert core.lend_idle(0.0) == (None, ())
+    assert core.lend_idle(0.0) == (None, False, ())
 
 
 def test_lend_idle_does_not_barge_past_queued_waiters() -> None:
     core = open_filled(min_size=1, max_size=1)
-    entry, _ = core.lend_idle(0.0)
+    entry, _, _ = core.lend_idle(0.0)
     assert entry is not None
     waiter = Waiter()
     assert connects(core.enqueue(waiter, 0.1)) == 0  # the pool is at max_size
@@ -62,7 +61,7 @@ def test_lend_idle_does_not_barge_past_queued_waiters() -> None:
     actions = core.release(entry, 0.2)
     assert handoffs(actions) == [(waiter, entry)]
     assert waiter.outcome is entry
-    assert core.lend_idle(0.2) == (None, ())
+    assert core.lend_idle(0.2) == (None, False, ())
 
 
 def test_lend_idle_refuses_while_waiters_are_queued_even_with_idle_entries() -> None:
@@ -70,7 +69,7 @@ def test_lend_idle_refuses_while_waiters_are_queued_even_with_idle_entries() -> 
     # waiter first), but the guard is what keeps the queue fair: check it directly.
     core = open_filled(min_size=1, max_size=1)
     core.waiters.append(Waiter())
-    assert core.lend_idle(0.0) == (None, ())
+    assert core.lend_idle(0.0) == (None, False, ())
     assert core.lend_fast(0.0) is None
     assert len(core.idle) == 1
 
@@ -92,12 +91,12 @@ def test_lend_idle_marks_entries_idle_too_long(
     core = open_filled(
         min_size=1, max_size=1, check_after_idle=check_after_idle, max_lifetime=None, max_idle=None
     )
-    entry, _ = core.lend_idle(5.0)
+    entry, _, _ = core.lend_idle(5.0)
     assert entry is not None
     core.release(entry, 5.0)  # back clean at 5.0: verified then
-    again, _ = core.lend_idle(5.0 + idle_for)
+    again, must_check, _ = core.lend_idle(5.0 + idle_for)
     assert again is entry
-    assert entry.needs_check is needs_check
+    assert must_check is needs_check
 
 
 def test_lend_idle_marks_entries_older_than_the_suspect_mark() -> None:
@@ -105,24 +104,24 @@ def test_lend_idle_marks_entries_older_than_the_suspect_mark() -> None:
     # order: here a connection comes back clean "at 4.0" after another one was found
     # broken at 5.0. It predates the suspect mark and must be checked before use.
     core = open_filled(min_size=2, max_size=2, check_after_idle=None)
-    first, _ = core.lend_idle(1.0)
-    second, _ = core.lend_idle(1.0)
+    first, _, _ = core.lend_idle(1.0)
+    second, _, _ = core.lend_idle(1.0)
     assert first is not None
     assert second is not None
     core.release(first, 5.0, broken=True)
     assert core.suspect_before == 5.0
     core.release(second, 4.0)
     assert core.lend_fast(6.0) is None  # the fastest path leaves special cases alone
-    entry, _ = core.lend_idle(6.0)
+    entry, needs_check, _ = core.lend_idle(6.0)
     assert entry is second
-    assert entry.needs_check
+    assert needs_check
 
 
 def test_check_passed_marks_the_entry_verified() -> None:
     core = open_filled(min_size=1, max_size=1, check_after_idle=1.0)
-    entry, _ = core.lend_idle(10.0)
+    entry, needs_check, _ = core.lend_idle(10.0)
     assert entry is not None
-    assert entry.needs_check
+    assert needs_check
     checks = core.stats().checks
     core.check_passed(entry, 10.5)
     assert entry.verified_at == 10.5
@@ -132,7 +131,7 @@ def test_check_passed_marks_the_entry_verified() -> None:
 def test_lend_idle_drops_expired_entries_and_refills() -> None:
     core = open_filled(min_size=2, max_size=2, max_lifetime=10.0, check_after_idle=None)
     expires = [entry.expires_at for entry in core.idle]
-    entry, actions = core.lend_idle(max(expires) + 1)
+    entry, _, actions = core.lend_idle(max(expires) + 1)
     assert entry is None
     assert sorted(reason for _, reason in closes(actions)) == ["expired", "expired"]
     assert connects(actions) == 2
@@ -143,7 +142,7 @@ def test_lend_idle_with_leak_tracking_asks_for_a_wakeup() -> None:
     core = open_filled(min_size=1, max_size=1, leak_timeout=5.0, max_lifetime=None, max_idle=None)
     _, deadline = core.tick(0.0)
     assert deadline == float("inf")
-    entry, actions = core.lend_idle(1.0)
+    entry, _, actions = core.lend_idle(1.0)
     assert entry is not None
     assert list(actions) == [WAKEUP]  # the leak deadline (6.0) is earlier than "never"
 
@@ -168,7 +167,6 @@ def test_lend_fast_lends_the_top_entry_when_nothing_is_special() -> None:
     entry = core.lend_fast(0.5)
     assert entry is top
     assert entry.state == "lent"
-    assert not entry.needs_check
     assert core.lent[entry.number] is entry
     assert core.stats().checkouts == 1
     assert core.stats().wait_time.count == 1
@@ -230,15 +228,15 @@ def test_enqueue_starts_connects_up_to_max_connecting_then_max_size() -> None:
 def test_many_waiters_start_no_more_than_max_connecting() -> None:
     core = make_core(min_size=0, max_size=10, max_connecting=2)
     core.open(0.0)
-    started = sum(connects(core.enqueue(Waiter(), 0.0)) for _ in range(6))
+    started = sum([connects(core.enqueue(Waiter(), 0.0)) for _ in range(6)])
     assert started == 2
     assert core.stats().waiting == 6
 
 
 def test_waiters_are_served_first_come_first_served_on_release() -> None:
     core = open_filled(min_size=2, max_size=2)
-    first, _ = core.lend_idle(0.0)
-    second, _ = core.lend_idle(0.0)
+    first, _, _ = core.lend_idle(0.0)
+    second, _, _ = core.lend_idle(0.0)
     assert first is not None
     assert second is not None
     waiters = [Waiter() for _ in range(3)]
@@ -281,15 +279,14 @@ def test_enqueue_checks_an_idle_entry_that_needs_it_before_handing_it_off() -> N
     assert entry.verified_at == 5.1
 
 
-def test_max_waiting_rejects_with_too_many_requests() -> None:
+def test_max_waiting_refuses_a_caller_when_the_queue_is_full() -> None:
     core = open_filled(min_size=1, max_size=1, max_waiting=2)
     core.lend_idle(0.0)
     w1, w2 = Waiter(), Waiter()
     core.enqueue(w1, 0.0)
     core.enqueue(w2, 0.0)
     rejected = Waiter()
-    with pytest.raises(TooManyRequests, match="max_waiting=2"):
-        core.enqueue(rejected, 0.0)
+    assert core.enqueue(rejected, 0.0) == "queue_full"
     assert rejected.outcome is None
     assert core.stats().rejected == 1
     assert list(core.waiters) == [w1, w2]
@@ -307,20 +304,22 @@ def test_max_waiting_zero_means_unbounded() -> None:
     assert core.stats().waiting == 100
 
 
-def test_enqueue_before_open_raises_pool_closed() -> None:
+def test_enqueue_before_open_is_refused() -> None:
     core = make_core()
-    with pytest.raises(PoolClosed, match="not open"):
-        core.enqueue(Waiter(), 0.0)
+    waiter = Waiter()
+    assert core.enqueue(waiter, 0.0) == "not_open"
+    assert waiter.outcome is None
+    assert not core.waiters
 
 
-def test_enqueue_after_close_raises_pool_closed() -> None:
+def test_a_closed_pool_refuses_to_queue_or_reopen() -> None:
     core = open_filled(min_size=1, max_size=1)
     core.close(1.0)
-    with pytest.raises(PoolClosed, match="closed"):
-        core.enqueue(Waiter(), 2.0)
-    assert core.lend_idle(2.0) == (None, ())
-    with pytest.raises(PoolClosed):
-        core.open(3.0)
+    assert core.enqueue(Waiter(), 2.0) == "closed"
+    assert not core.waiters
+    assert core.lend_idle(2.0) == (None, False, ())
+    assert core.open(3.0) == "closed"
+    assert core.stats().connecting == 0  # nothing started
 
 
 # -- cancel ----------------------------------------------------------------------------
@@ -328,7 +327,7 @@ def test_enqueue_after_close_raises_pool_closed() -> None:
 
 def test_cancel_withdraws_a_queued_waiter() -> None:
     core = open_filled(min_size=1, max_size=1)
-    entry, _ = core.lend_idle(0.0)
+    entry, _, _ = core.lend_idle(0.0)
     assert entry is not None
     first, second = Waiter(), Waiter()
     core.enqueue(first, 0.0)
@@ -357,7 +356,7 @@ def test_cancel_not_timed_out_does_not_count_a_timeout() -> None:
 
 def test_cancel_after_an_outcome_returns_false_and_the_caller_keeps_it() -> None:
     core = open_filled(min_size=1, max_size=1)
-    entry, _ = core.lend_idle(0.0)
+    entry, _, _ = core.lend_idle(0.0)
     assert entry is not None
     waiter = Waiter()
     core.enqueue(waiter, 0.0)
@@ -377,7 +376,7 @@ def test_cancel_after_a_failure_returns_false() -> None:
     waiter = Waiter()
     core.enqueue(waiter, 0.0)
     core.connect_failed(OSError("refused"), 0.5)
-    assert isinstance(waiter.outcome, BaseException)
+    assert waiter.outcome == "database_unavailable"
     assert core.cancel(waiter, 0.6) is False
 
 

@@ -36,7 +36,6 @@ from pgfleet._core import (
     Waiter,
     Wakeup,
 )
-from pgfleet.errors import DatabaseUnavailable, PoolClosed, TooManyRequests
 
 from .fakes import FakeConn
 
@@ -130,7 +129,9 @@ class PoolMachine(RuleBasedStateMachine):
         self.tick_pending = True
         self.size_bound = config.max_size
         self.counts: Counter[str] = Counter()
-        self.run(self.core.open(self.now))
+        opened = self.core.open(self.now)
+        assert not isinstance(opened, str)  # a new pool opens
+        self.run(opened)
 
     def run(self, actions: Sequence[Action]) -> None:
         """Carry out actions the way a shell would, checking each one."""
@@ -162,11 +163,14 @@ class PoolMachine(RuleBasedStateMachine):
                 assert isinstance(action.waiter, TrackedWaiter)
                 assert any(action.waiter is w for w in self.queue)
                 self.queue.remove(action.waiter)
-                assert action.waiter.outcome is action.error
-                assert isinstance(action.error, PoolClosed | DatabaseUnavailable)
-                if isinstance(action.error, DatabaseUnavailable):
-                    assert isinstance(action.error.__cause__, ConnectionRefusedError)
+                assert action.waiter.outcome == action.reason
+                assert action.reason in ("closed", "database_unavailable")
+                if action.reason == "database_unavailable":
+                    # The shell reports the engine's last error as the cause.
+                    assert isinstance(core.last_error, ConnectionRefusedError)
                     self.counts["failed_fast"] += 1
+                else:
+                    assert core.closed
             elif isinstance(action, ReportLeak):
                 pass  # checked where they come from (tick and release)
             elif isinstance(action, Wakeup):
@@ -295,9 +299,10 @@ class PoolMachine(RuleBasedStateMachine):
         core = self.engine
         top = core.idle[-1] if core.idle else None
         suspect_before = core.suspect_before
-        entry, actions = core.lend_idle(self.now)
+        entry, needs_check, actions = core.lend_idle(self.now)
         self.run(actions)
         if entry is None:
+            assert not needs_check
             assert not core.idle or core.waiters or core.closed
             return
         if top is not None and top.expires_at > self.now:
@@ -307,7 +312,7 @@ class PoolMachine(RuleBasedStateMachine):
         expected = entry.verified_at < suspect_before or (
             after is not None and self.now - entry.verified_at > after
         )
-        assert entry.needs_check is expected
+        assert needs_check is expected
 
     def lend_fast(self) -> None:
         core = self.engine
@@ -326,17 +331,18 @@ class PoolMachine(RuleBasedStateMachine):
         core = self.engine
         waiter = TrackedWaiter()
         queued = len(self.queue)
-        try:
-            actions = core.enqueue(waiter, self.now)
-        except PoolClosed:
-            assert core.closed
+        actions = core.enqueue(waiter, self.now)
+        if isinstance(actions, str):  # refused: not queued, no outcome
             assert waiter.writes == [None]
-            return
-        except TooManyRequests:
-            assert core.settings.max_waiting
-            assert queued >= core.settings.max_waiting
-            assert waiter.writes == [None]
-            self.counts["rejected"] += 1
+            assert list(core.waiters) == self.queue
+            if actions == "closed":
+                assert core.closed
+            else:
+                assert not core.closed
+                assert actions == "queue_full"  # (the machine opens the pool first)
+                assert core.settings.max_waiting
+                assert queued >= core.settings.max_waiting
+                self.counts["rejected"] += 1
             return
         self.queue.append(waiter)
         self.waiters.append(waiter)
@@ -344,7 +350,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     def checkout(self) -> None:
         """What a caller does: the fast path, else the queue."""
-        entry, actions = self.engine.lend_idle(self.now)
+        entry, _, actions = self.engine.lend_idle(self.now)
         self.run(actions)
         if entry is not None:
             self.take(entry)
@@ -439,7 +445,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.run(actions)
         for action in actions:
             if isinstance(action, Fail):
-                assert action.error.__cause__ is error
+                assert action.reason == "database_unavailable"
         if core.settings.fail_fast and not core.closed and not (core.lent or core.checking):
             # Keep as many of the oldest waiters as the connects in flight could serve
             # (and all of them while the pool still holds connections that will return).

@@ -1,10 +1,10 @@
-"""The histograms behind the stats."""
+"""The counters and histograms behind the stats."""
 
 from __future__ import annotations
 
 import pytest
 
-from pgfleet._core import Histogram
+from pgfleet._core import Counters, Histogram
 from pgfleet._core.stats import BUCKETS
 
 
@@ -49,3 +49,50 @@ def test_quantiles_are_bucket_upper_bounds_capped_at_the_maximum() -> None:
     assert snapshot.quantile(1.0) == 0.7
     histogram.observe(100.0)
     assert histogram.snapshot().quantile(1.0) == 100.0
+
+
+def test_histogram_unobserve_takes_back_an_observation() -> None:
+    histogram = Histogram()
+    histogram.observe(0.003)
+    histogram.observe(0.7)
+    histogram.unobserve(0.7)
+    snapshot = histogram.snapshot()
+    assert snapshot.count == 1
+    assert snapshot.counts[BUCKETS.index(0.005)] == 1
+    assert snapshot.total == pytest.approx(0.003)
+    assert snapshot.maximum == 0.7  # a maximum cannot be taken back: still an upper bound
+
+
+def test_counters_unobserve_lend_undoes_observe_lend() -> None:
+    counters = Counters()
+    counters.observe_lend(None)  # served at once
+    counters.observe_lend(0.2)  # served after 0.2 s in the queue
+    stats = counters.snapshot(
+        name="test",
+        min_size=0,
+        max_size=1,
+        idle=0,
+        in_use=2,
+        checking=0,
+        connecting=0,
+        waiting=0,
+        database_down=False,
+    )
+    assert (stats.checkouts, stats.checkouts_waited, stats.wait_time.count) == (2, 1, 2)
+    assert stats.wait_time.total == pytest.approx(0.2)
+    assert stats.size == 2
+    counters.unobserve_lend(0.2)
+    counters.unobserve_lend(None)
+    after = counters.snapshot(
+        name="test",
+        min_size=0,
+        max_size=1,
+        idle=0,
+        in_use=0,
+        checking=0,
+        connecting=0,
+        waiting=0,
+        database_down=False,
+    )
+    assert (after.checkouts, after.checkouts_waited, after.wait_time.count) == (0, 0, 0)
+    assert after.wait_time.total == pytest.approx(0.0)

@@ -69,7 +69,7 @@ def test_a_connection_lent_across_a_tick_still_expires_on_time() -> None:
 
 def test_release_of_an_expired_connection_closes_it() -> None:
     core = open_filled(min_size=1, max_size=1, max_lifetime=10.0)
-    entry, _ = core.lend_idle(0.0)
+    entry, _, _ = core.lend_idle(0.0)
     assert entry is not None
     actions = core.release(entry, 10.0)
     assert closes(actions) == [(entry, "expired")]
@@ -78,7 +78,7 @@ def test_release_of_an_expired_connection_closes_it() -> None:
 
 def test_max_idle_closes_the_least_recently_used_above_min_size() -> None:
     core = open_filled(min_size=1, max_size=3, max_idle=10.0, max_lifetime=None)
-    first, _ = core.lend_idle(0.0)
+    first, _, _ = core.lend_idle(0.0)
     w2, w3 = Waiter(), Waiter()
     core.enqueue(w2, 0.0)
     core.enqueue(w3, 0.0)
@@ -108,7 +108,7 @@ def test_max_idle_closes_the_least_recently_used_above_min_size() -> None:
 def test_max_idle_counts_lent_connections_in_the_surplus() -> None:
     core = open_filled(min_size=2, max_size=2, max_idle=10.0, max_lifetime=None)
     core.resize(1, 2, 0.0)
-    lent, _ = core.lend_idle(0.0)
+    lent, _, _ = core.lend_idle(0.0)
     assert lent is not None
     # size 2 (one idle, one lent) is one above min_size=1: the idle one may go.
     actions, _ = core.tick(100.0)
@@ -138,7 +138,7 @@ def test_tick_refills_the_min_size_floor() -> None:
     core.connected(FakeConn(), 0.2, 0.1)
     core.connected(FakeConn(), 0.3, 0.1)
     assert len(core.idle) == 3
-    entry, _ = core.lend_idle(1.0)
+    entry, _, _ = core.lend_idle(1.0)
     assert entry is not None
     core.release(entry, 1.0, broken=True)  # refilled at once...
     assert core.connecting == 1
@@ -149,7 +149,7 @@ def test_tick_refills_the_min_size_floor() -> None:
 
 def test_leaks_are_reported_once_per_checkout() -> None:
     core = open_filled(min_size=1, max_size=1, leak_timeout=5.0, max_lifetime=None, max_idle=None)
-    entry, _ = core.lend_idle(0.0)
+    entry, _, _ = core.lend_idle(0.0)
     assert entry is not None
     actions, deadline = core.tick(4.0)
     assert actions == []
@@ -171,7 +171,7 @@ def test_leaks_are_reported_once_per_checkout() -> None:
     assert report.held == 7.0
     assert core.stats().leaks == 1
     # A new checkout of the same connection starts afresh.
-    again, _ = core.lend_idle(8.0)
+    again, _, _ = core.lend_idle(8.0)
     assert again is entry
     assert not again.leak_reported
     assert core.tick(8.0)[1] == 13.0
@@ -183,7 +183,7 @@ def test_a_late_return_handed_to_a_waiter_is_reported_as_returned() -> None:
     # The shell logs the report after the entry may have been lent again: the report
     # itself says it came back, and after how long.
     core = open_filled(min_size=1, max_size=1, leak_timeout=5.0)
-    entry, _ = core.lend_idle(0.0)
+    entry, _, _ = core.lend_idle(0.0)
     assert entry is not None
     core.tick(6.0)
     waiter = Waiter()

@@ -1,4 +1,4 @@
-"""The retry decision (pgfleet._core.retry): plain function calls, no server."""
+"""The retry decision (pgfleet._retry): plain function calls, no server."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import psycopg
 import pytest
 
-from pgfleet._core.retry import RETRY_SQLSTATES, TxSettings, Verdict, transaction_modes
+from pgfleet._retry import RETRY_SQLSTATES, TxSettings, Verdict, transaction_modes
 
 SETTINGS = TxSettings.build(max_attempts=3)
 

@@ -5,7 +5,7 @@ are thin doors to this module. One loop serves all three forms: `AsyncAttempts`
 hands out numbered `AsyncAttempt` objects; each one, used as a context manager,
 borrows a healthy connection, opens a transaction with the requested modes,
 and on a clean exit commits it. A failed attempt is judged by
-`pgfleet._core.retry` (which explains when a replay is safe), its connection
+`pgfleet._retry` (which explains when a replay is safe), its connection
 goes back to the pool (rolled back, or discarded when broken), and the loop
 either sleeps a jittered back-off and goes round again or raises.
 
@@ -32,8 +32,8 @@ import psycopg
 from psycopg import errors, pq
 
 from pgfleet._acompat import asleep, await_fd, monotonic
-from pgfleet._core.retry import TxSettings, Verdict
 from pgfleet._postgres import wire
+from pgfleet._retry import TxSettings, Verdict
 from pgfleet.errors import CommitOutcomeUnknown
 
 if TYPE_CHECKING:

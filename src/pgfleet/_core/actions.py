@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pgfleet._core.reasons import CloseReason, FailReason
+
 if TYPE_CHECKING:
     from pgfleet._core.state import Entry, Waiter
 
@@ -26,7 +28,7 @@ class Close:
     """Close this connection; the engine has already forgotten it."""
 
     entry: Entry[Any]
-    reason: str
+    reason: CloseReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +41,13 @@ class HandOff:
 
 @dataclass(frozen=True, slots=True)
 class Fail:
-    """Wake this waiter: its outcome (``waiter.outcome``) is now this error."""
+    """Wake this waiter: its outcome (``waiter.outcome``) is now this reason.
+
+    The shell turns the reason into the exception its caller raises.
+    """
 
     waiter: Waiter
-    error: BaseException
+    reason: FailReason
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgfleet._core.reasons import CloseReason
+
 #: Upper bounds (seconds) of the histogram buckets; the last bucket is unbounded.
 BUCKETS: tuple[float, ...] = (
     0.0001,
@@ -44,6 +46,11 @@ class Histogram:
         if seconds > self.maximum:
             self.maximum = seconds
 
+    def unobserve(self, seconds: float) -> None:
+        """Take back one duration recorded by `observe` (the maximum stays: an upper bound)."""
+        self.counts[bisect_left(BUCKETS, seconds)] -= 1
+        self.total -= seconds
+
     def snapshot(self, zeros: int = 0) -> HistogramSnapshot:
         """A frozen copy; `zeros` more observations of 0 s (counted apart by a fast path)."""
         counts = list(self.counts)
@@ -54,6 +61,123 @@ class Histogram:
             count=sum(counts),
             total=self.total,
             maximum=self.maximum,
+        )
+
+
+class Counters:
+    """Every counter and histogram of one pool; `snapshot` builds its `PoolStats`.
+
+    The engine counts through these methods, but for a few increments of plain
+    counters, and for the usage time on `PoolCore.release`'s fast path (see there).
+    """
+
+    __slots__ = (
+        "checkouts_at_once",
+        "checkouts_waited",
+        "timeouts",
+        "rejected",
+        "failed_fast",
+        "connections_created",
+        "connect_errors",
+        "connections_closed",
+        "checks",
+        "checks_failed",
+        "returns_broken",
+        "resets",
+        "leaks",
+        "transaction_retries",
+        "wait_time",
+        "usage_time",
+        "connect_time",
+    )
+
+    def __init__(self) -> None:
+        #: Checkouts served without queueing (by `lend_fast` or `lend_idle`): each
+        #: waited 0 s, added to the wait histogram by `snapshot` rather than on the
+        #: hot path (a plain increment instead of a call).
+        self.checkouts_at_once = 0
+        #: Checkouts served after queueing; their waits are in the wait histogram.
+        self.checkouts_waited = 0
+        self.timeouts = 0
+        self.rejected = 0
+        self.failed_fast = 0
+        self.connections_created = 0
+        self.connect_errors = 0
+        self.connections_closed: dict[CloseReason, int] = {}
+        self.checks = 0
+        self.checks_failed = 0
+        self.returns_broken = 0
+        self.resets = 0
+        self.leaks = 0
+        #: Counted by the shells' transaction helpers (the engine never retries anything).
+        self.transaction_retries = 0
+        #: The waits of queued checkouts (see ``checkouts_at_once`` for the others).
+        self.wait_time = Histogram()
+        self.usage_time = Histogram()
+        self.connect_time = Histogram()
+
+    def observe_lend(self, waited: float | None) -> None:
+        """Count a checkout served after `waited` seconds in the queue (None: not queued)."""
+        if waited is None:
+            self.checkouts_at_once += 1
+        else:
+            self.checkouts_waited += 1
+            self.wait_time.observe(waited)
+
+    def unobserve_lend(self, waited: float | None) -> None:
+        """Take back a checkout counted by `observe_lend` with the same `waited`."""
+        if waited is None:
+            self.checkouts_at_once -= 1
+        else:
+            self.checkouts_waited -= 1
+            self.wait_time.unobserve(waited)
+
+    def observe_close(self, reason: CloseReason) -> None:
+        """Count a connection closed for `reason`."""
+        self.connections_closed[reason] = self.connections_closed.get(reason, 0) + 1
+
+    def snapshot(
+        self,
+        *,
+        name: str,
+        min_size: int,
+        max_size: int,
+        idle: int,
+        in_use: int,
+        checking: int,
+        connecting: int,
+        waiting: int,
+        database_down: bool,
+    ) -> PoolStats:
+        """The counters, with the engine's gauges, as a frozen `PoolStats`."""
+        return PoolStats(
+            name=name,
+            min_size=min_size,
+            max_size=max_size,
+            size=idle + in_use + checking + connecting,
+            idle=idle,
+            in_use=in_use,
+            checking=checking,
+            connecting=connecting,
+            waiting=waiting,
+            database_down=database_down,
+            checkouts=self.checkouts_at_once + self.checkouts_waited,
+            checkouts_waited=self.checkouts_waited,
+            timeouts=self.timeouts,
+            rejected=self.rejected,
+            failed_fast=self.failed_fast,
+            connections_created=self.connections_created,
+            connect_errors=self.connect_errors,
+            connections_closed=dict(self.connections_closed),
+            checks=self.checks,
+            checks_failed=self.checks_failed,
+            returns_broken=self.returns_broken,
+            resets=self.resets,
+            leaks=self.leaks,
+            transaction_retries=self.transaction_retries,
+            wait_time=self.wait_time.snapshot(zeros=self.checkouts_at_once),
+            usage_time=self.usage_time.snapshot(),
+            connect_time=self.connect_time.snapshot(),
         )
 
 
@@ -102,7 +226,8 @@ class PoolStats:
     failed_fast: int
     connections_created: int
     connect_errors: int
-    connections_closed: dict[str, int] = field(default_factory=dict)
+    #: By `pgfleet._core.reasons.CloseReason`.
+    connections_closed: dict[CloseReason, int] = field(default_factory=dict)
     checks: int = 0
     checks_failed: int = 0
     returns_broken: int = 0

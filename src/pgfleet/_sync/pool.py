@@ -38,20 +38,29 @@ from pgfleet._core import (
     Check,
     Close,
     Connect,
+    DiscardReason,
     Entry,
     Fail,
+    FailReason,
     HandOff,
     PoolCore,
     PoolStats,
+    Refusal,
     ReportLeak,
     Wakeup,
 )
-from pgfleet._core.retry import TransactionOptions, TxSettings
 from pgfleet._core.state import NO_ACTIONS, ORPHANED
+from pgfleet._retry import TransactionOptions, TxSettings
 from pgfleet._sync import tx as _tx
 from pgfleet._sync.manager import ManagerHooks, ManagerProtocol
 from pgfleet._sync.postgres import ConnectionCallback, PostgresManager
-from pgfleet.errors import PoolClosed, PoolError, PoolTimeout
+from pgfleet.errors import (
+    DatabaseUnavailable,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TooManyRequests,
+)
 
 logger = logging.getLogger("pgfleet")
 
@@ -247,12 +256,14 @@ class Pool(Generic[ConnT]):
 
     def _open_now(self) -> None:
         if self._closed:
-            raise PoolClosed(f"pool {self.name!r} was closed and cannot be reopened")
+            raise self._refused("closed", opening=True)
         if self._opened:
             return
         self._opened_at = monotonic()
         with self._lock:
             actions = self._core.open(self._opened_at)
+        if isinstance(actions, str):
+            raise self._refused(actions, opening=True)
         self._opened = True
         self._workers.spawn(self._maintain)
         self._run_nowait(actions)
@@ -266,7 +277,7 @@ class Pool(Generic[ConnT]):
                 enough = ready >= self.settings.min_size
                 closed = self._core.closed
             if closed:
-                raise PoolClosed(f"pool {self.name!r} is closed")
+                raise self._refused("closed")
             if enough:
                 if not self._ready_logged:  # once: a later wait() is no news
                     self._ready_logged = True
@@ -398,10 +409,10 @@ class Pool(Generic[ConnT]):
             if self._core.waiters:
                 # Others are queued: lend_idle would refuse (first come, first served), so
                 # skip its lock round. Read unlocked, so only a hint: enqueue decides.
-                entry, actions = None, NO_ACTIONS
+                entry, needs_check, actions = None, False, NO_ACTIONS
             else:
                 with self._lock:
-                    entry, actions = self._core.lend_idle(started)
+                    entry, needs_check, actions = self._core.lend_idle(started)
             if actions:
                 try:
                     self._run(actions)  # closes expired connections
@@ -414,8 +425,9 @@ class Pool(Generic[ConnT]):
                         self._run_nowait(actions)
                     raise
             if entry is None:
+                # Handed over by the engine: known good (checked, or just back clean).
                 entry = self._wait_in_queue(started, deadline, timeout)
-            if entry.needs_check:
+            if needs_check:
                 if self._check_before_lending(entry, deadline):
                     break
             elif (
@@ -436,6 +448,8 @@ class Pool(Generic[ConnT]):
         waiter = Waiter(self._queue_clock)
         with self._lock:
             actions = self._core.enqueue(waiter, now)
+        if isinstance(actions, str):
+            raise self._refused(actions)
         try:
             # Inside the try: cancelled while these actions run (a close takes time),
             # the waiter must still leave the queue, not stay there as a ghost.
@@ -460,8 +474,8 @@ class Pool(Generic[ConnT]):
             outcome = waiter.outcome
         if isinstance(outcome, Entry):
             return outcome
-        if isinstance(outcome, BaseException):
-            raise outcome
+        if outcome is not None:
+            raise self._failed(outcome)
         raise self._timeout_error(timeout, "waited in the queue")
 
     def _check_before_lending(self, entry: Entry[ConnT], deadline: float) -> bool:
@@ -482,7 +496,7 @@ class Pool(Generic[ConnT]):
                 self._core.check_passed(entry, monotonic())
         return ok
 
-    def _discard(self, entry: Entry[ConnT], reason: str) -> None:
+    def _discard(self, entry: Entry[ConnT], reason: DiscardReason) -> None:
         """Drop a lent connection found unusable before use; its elders become suspect."""
         with self._lock:
             actions = self._core.discard(entry, monotonic(), reason)
@@ -738,6 +752,33 @@ class Pool(Generic[ConnT]):
         self._forked = False
         self._open_now()
 
+    def _refused(self, refusal: Refusal, *, opening: bool = False) -> PoolError:
+        """The error for a caller the engine refused to queue (or a pool it will not open)."""
+        if refusal == "queue_full":
+            max_waiting = self._core.settings.max_waiting
+            return TooManyRequests(
+                f"pool {self.name!r} already has {max_waiting} requests waiting"
+                f" (max_waiting={max_waiting})"
+            )
+        if refusal == "not_open":
+            return PoolClosed(f"pool {self.name!r} is not open (call open() first)")
+        if opening:
+            return PoolClosed(f"pool {self.name!r} was closed and cannot be reopened")
+        return PoolClosed(f"pool {self.name!r} is closed")
+
+    def _failed(self, reason: FailReason) -> PoolError:
+        """The error for a queued caller the engine failed."""
+        if reason == "closed":
+            return self._refused("closed")
+        error = self._core.last_error  # what made the engine give up on the database
+        described = "" if error is None else f" ({self._describe_error(error)})"
+        failure = DatabaseUnavailable(
+            f"pool {self.name!r}: the database is unavailable{described};"
+            " the checkout failed fast instead of waiting"
+        )
+        failure.__cause__ = error
+        return failure
+
     def _timeout_error(self, timeout: float, what: str) -> PoolTimeout:
         stats = self._core.stats()
         error = PoolTimeout(
@@ -801,7 +842,7 @@ class Pool(Generic[ConnT]):
 
     def _count_transaction_retry(self) -> None:
         with self._lock:
-            self._core.transaction_retries += 1
+            self._core.counters.transaction_retries += 1
 
 
 class ConnectionGuard(Generic[ConnT]):

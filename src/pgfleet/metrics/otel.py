@@ -77,7 +77,7 @@ from typing import Final
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from pgfleet._core import PoolStats
+from pgfleet._core import CLOSE_REASONS, PoolStats
 from pgfleet._version import __version__
 from pgfleet.metrics._pools import PoolSet, ReportsOnPools, StatsSource
 
@@ -292,8 +292,7 @@ class PoolInstruments(ReportsOnPools):
             "pgfleet.pool.connections_closed",
             callbacks=[self._observe_closed],
             unit="{connection}",
-            description="Connections closed by the pool, by reason: expired, retired, idle, "
-            "surplus, resized, drained, check_failed, broken, pool_closed.",
+            description=f"Connections closed by the pool, by reason: {', '.join(CLOSE_REASONS)}.",
         )
 
     def _observer(self, read: Read) -> Callable[[CallbackOptions], Iterable[Observation]]:

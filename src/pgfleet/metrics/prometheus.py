@@ -69,7 +69,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from pgfleet._core import PoolStats
+from pgfleet._core import CLOSE_REASONS, PoolStats
 from pgfleet._core.stats import HistogramSnapshot
 from pgfleet.metrics._pools import PoolSet, ReportsOnPools, StatsSource
 
@@ -234,8 +234,7 @@ class PoolCollector(ReportsOnPools, Collector):
 
         closed = CounterMetricFamily(
             _CLOSED,
-            "Connections closed by the pool, by reason: expired, retired, idle, surplus, "
-            "resized, drained, check_failed, broken, pool_closed.",
+            f"Connections closed by the pool, by reason: {', '.join(CLOSE_REASONS)}.",
             labels=["pool", "reason"],
         )
         for name, stats in snapshots:
