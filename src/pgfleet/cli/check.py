@@ -496,9 +496,10 @@ class Checker:
         try:
             cursor = await conn.execute("SELECT pg_backend_pid()")
             row = await cursor.fetchone()
+            await conn.rollback()
         except psycopg.Error:
-            row = None
-        await conn.rollback()
+            await _quiet_rollback(conn)
+            return None
         return int(row[0]) if row is not None else None
 
     async def _pooler(self, conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
@@ -562,10 +563,10 @@ class Checker:
             slots = await cursor.fetchone()
             cursor = await conn.execute(_IN_USE_QUERY)
             rows = await cursor.fetchall()
-        except psycopg.Error as exc:
             await conn.rollback()
+        except psycopg.Error as exc:
+            await _quiet_rollback(conn)
             return {"available": False, "error": describe(exc, redact=self.manager.redact)}
-        await conn.rollback()
         assert slots is not None
         max_connections, superuser_reserved, reserved = (int(value) for value in slots)
         usable = max(max_connections - superuser_reserved - reserved, 0)
@@ -630,6 +631,14 @@ class Checker:
         except psycopg.Error:
             return None
         return statistics.median(times)
+
+
+async def _quiet_rollback(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Roll back after a failed query; a connection that broke is left to the caller."""
+    try:
+        await conn.rollback()
+    except psycopg.Error:
+        pass
 
 
 def _sizing_suggestion(
