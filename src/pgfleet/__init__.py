@@ -18,6 +18,7 @@ from pgfleet.errors import (
     PoolError,
     PoolTimeout,
     TooManyRequests,
+    TransactionPoolerError,
 )
 from pgfleet.tls import TLSInfo, tls_info
 
@@ -40,6 +41,7 @@ __all__ = [
     "PostgresManager",
     "TLSInfo",
     "TooManyRequests",
+    "TransactionPoolerError",
     "__version__",
     "bulk",
     "rows",

@@ -29,6 +29,8 @@ class PoolSettings:
     fail_fast: bool = True
     reconnect_delay: float = 0.1
     reconnect_max_delay: float = 2.0
+    #: Behind a pooler in transaction mode (see `pgfleet._postgres.pooler`).
+    transaction_pooler: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -124,7 +126,7 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(text)
 
 
-def _fail_fast(name: str, value: object) -> None:
+def _bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {value!r}")
 
@@ -162,7 +164,8 @@ _CHECKS: dict[str, Callable[[str, object], None]] = {
     "connect_timeout": _seconds,
     "reset_timeout": _seconds,
     "max_connecting": lambda name, value: _int(name, value, 1),
-    "fail_fast": _fail_fast,
+    "fail_fast": _bool,
     "reconnect_delay": _seconds,
     "reconnect_max_delay": _seconds,
+    "transaction_pooler": _bool,
 }

@@ -16,6 +16,7 @@ __all__ = [
     "PoolError",
     "PoolTimeout",
     "TooManyRequests",
+    "TransactionPoolerError",
 ]
 
 
@@ -49,3 +50,9 @@ class CommitOutcomeUnknown(psycopg.OperationalError):
     pgfleet never retries such a transaction by itself. ``__cause__`` is the
     original error.
     """
+
+
+class TransactionPoolerError(psycopg.NotSupportedError):
+    """A session feature was asked of a pool with ``transaction_pooler=True``, where it
+    cannot work: a pooler in transaction mode gives the server session to another client
+    after each transaction. Raised before anything is sent (see ``docs/pgbouncer.md``)."""

@@ -122,7 +122,19 @@ def test_the_console_script_prints_a_report(server: TlsServer) -> None:
     lines = result.stdout.splitlines()
     assert "is reachable" in lines[0]
     labels = [line.split()[0] for line in lines[1:]]
-    assert labels[:5] == ["server", "auth", "tls", "connect", "pooled"]
+    assert labels == [
+        "server",
+        "auth",
+        "tls",
+        "pooler",
+        "budget",
+        "in",  # in use
+        "sizing",
+        "connect",
+        "pooled",  # pooled query
+        *(["warning"] * (len(labels) - 9)),
+    ]
+    assert "pooler        none: the server answers itself" in result.stdout
     assert "sslmode=require" in result.stdout
 
 

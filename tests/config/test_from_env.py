@@ -33,6 +33,7 @@ def test_every_setting_can_come_from_the_environment() -> None:
         "PGFLEET_FAIL_FAST": "off",
         "PGFLEET_RECONNECT_DELAY": "0.05",
         "PGFLEET_RECONNECT_MAX_DELAY": "5",
+        "PGFLEET_TRANSACTION_POOLER": "on",
         "UNRELATED": "x",
     }
     found = PoolSettings.env_overrides(environ=environ)
@@ -51,6 +52,7 @@ def test_every_setting_can_come_from_the_environment() -> None:
         "fail_fast": False,
         "reconnect_delay": 0.05,
         "reconnect_max_delay": 5.0,
+        "transaction_pooler": True,
     }
     PoolSettings(**found)  # a valid combination
 
@@ -63,6 +65,7 @@ def test_every_setting_can_come_from_the_environment() -> None:
         ("PGFLEET_MIN_SIZE", "none", "expected int"),
         ("PGFLEET_TIMEOUT", "30s", "expected float"),
         ("PGFLEET_FAIL_FAST", "maybe", "expected bool"),
+        ("PGFLEET_TRANSACTION_POOLER", "pgbouncer", "expected bool"),
         ("PGFLEET_TIMEOUT", "-1", "timeout must be > 0 seconds, got -1.0"),
         ("PGFLEET_TIMEOUT", "nan", "timeout must be > 0 seconds"),
         ("PGFLEET_MAX_SIZE", "0", "max_size must be >= 1, got 0"),
@@ -101,6 +104,21 @@ def test_arguments_win_over_the_environment_and_the_prefix_is_yours() -> None:
     environ = {"MYAPP_DB_MIN_SIZE": "3", "MYAPP_DB_TIMEOUT": "9", "PGFLEET_TIMEOUT": "1"}
     pool = Pool.from_env(prefix="MYAPP_DB_", environ=environ, timeout=4.0, max_size=6)
     assert (pool.settings.min_size, pool.settings.max_size, pool.settings.timeout) == (3, 6, 4.0)
+
+
+@pytest.mark.parametrize("pool_class", [Pool, AsyncPool])
+def test_transaction_pooler_from_the_environment(pool_class: Any) -> None:
+    environ = {"DATABASE_URL": "postgresql://bouncer.test:6432/db"}
+    pool = pool_class.from_env(environ={**environ, "PGFLEET_TRANSACTION_POOLER": "1"})
+    assert pool.settings.transaction_pooler is True
+    assert pool.manager.transaction_pooler is True
+    assert pool.manager._connect_kwargs["prepare_threshold"] is None
+    assert pool_class.from_env(environ=environ).manager.transaction_pooler is False
+    # An argument wins over the environment.
+    pool = pool_class.from_env(
+        environ={**environ, "PGFLEET_TRANSACTION_POOLER": "yes"}, transaction_pooler=False
+    )
+    assert pool.manager.transaction_pooler is False
 
 
 @pytest.mark.parametrize("pool_class", [Pool, AsyncPool])

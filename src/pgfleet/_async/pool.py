@@ -113,6 +113,15 @@ class AsyncPool(Generic[ConnT]):
             fail at once on them.
         warn_unverified: log one WARNING when the pool reaches a remote host without
             verifying it (sslmode not ``verify-ca``/``verify-full``); see `pgfleet.tls`.
+        transaction_pooler: the database is reached through a pooler in transaction mode
+            (PgBouncer ``pool_mode=transaction``, pgcat, PgDog, Supavisor, Odyssey; also
+            ``PGFLEET_TRANSACTION_POOLER`` with `from_env`): no automatic prepared
+            statements, no `reset` callback (ValueError), a `configure` that runs a
+            session statement (``SET`` without ``LOCAL``, ``LISTEN``...) fails with
+            `TransactionPoolerError` before sending it, and nothing is sent on a
+            returned connection but the rollback of a transaction left open. Off, a
+            pool that meets a transaction pooler logs one WARNING (logger
+            ``pgfleet.pooler``). See `AsyncPostgresManager` and ``docs/pgbouncer.md``.
     """
 
     def __init__(
@@ -142,6 +151,7 @@ class AsyncPool(Generic[ConnT]):
         reconnect_max_delay: float = 2.0,
         retry_all_errors: bool = False,
         warn_unverified: bool = True,
+        transaction_pooler: bool = False,
     ) -> None:
         self.settings = PoolSettings(
             min_size=min_size,
@@ -158,12 +168,21 @@ class AsyncPool(Generic[ConnT]):
             fail_fast=fail_fast,
             reconnect_delay=reconnect_delay,
             reconnect_max_delay=reconnect_max_delay,
+            transaction_pooler=transaction_pooler,
         )
         if manager is not None:
-            if conninfo is not None or kwargs or configure or reset or check or not warn_unverified:
+            if (
+                conninfo is not None
+                or kwargs
+                or configure
+                or reset
+                or check
+                or not warn_unverified
+                or transaction_pooler
+            ):
                 raise TypeError(
                     "pass either a manager or conninfo/kwargs/configure/reset/check/"
-                    "warn_unverified, not both"
+                    "warn_unverified/transaction_pooler, not both"
                 )
             self.manager: AsyncManagerProtocol[ConnT] = manager
         else:
@@ -175,6 +194,7 @@ class AsyncPool(Generic[ConnT]):
                 check=check,
                 connect_timeout=connect_timeout,
                 warn_unverified=warn_unverified,
+                transaction_pooler=self.settings.transaction_pooler,
             )
         # The one place the manager's optional hooks are read (its own, else the defaults
         # of `AsyncManager`); a manager without the six required methods fails here.

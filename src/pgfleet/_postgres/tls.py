@@ -350,6 +350,31 @@ def _hint_key_missing(settings: Mapping[str, str | None]) -> str:
     return f"set sslkey to the private key of sslcert={settings.get('sslcert') or ''!r}"
 
 
+def _hint_no_slots(settings: Mapping[str, str | None]) -> str:
+    return (
+        "the server has no free connection slots (max_connections); see `pgfleet check"
+        " --replicas N --max-size M` for the budget: every replica's pool may open max_size"
+        " connections"
+    )
+
+
+def _hint_pooler_full(settings: Mapping[str, str | None]) -> str:
+    return (
+        "the pooler accepts no more clients (PgBouncer's max_client_conn): raise it, or"
+        " lower replicas x max_size; see `pgfleet check --replicas N --max-size M` for the"
+        " budget"
+    )
+
+
+def _hint_startup_parameter(settings: Mapping[str, str | None]) -> str:
+    return (
+        "a pooler (PgBouncer) refused a connection parameter it does not pass on (often"
+        " options='-c ...'): drop it and set the value per transaction (SET LOCAL) or on"
+        " the server role (ALTER ROLE ... SET), or list it in PgBouncer's"
+        " ignore_startup_parameters (the server then never sees it)"
+    )
+
+
 #: (text in libpq's message, hint builder). First match wins: specific before generic.
 _HINTS: tuple[tuple[str, Callable[[Mapping[str, str | None]], str]], ...] = (
     ("does not match host name", _hint_host_mismatch),
@@ -365,6 +390,10 @@ _HINTS: tuple[tuple[str, Callable[[Mapping[str, str | None]], str]], ...] = (
     ("root certificate file", _hint_root_missing),
     ("may not be used with sslrootcert=system", _hint_weak_system),
     ("certificate present, but not private key", _hint_key_missing),
+    ("too many clients already", _hint_no_slots),
+    ("remaining connection slots are reserved", _hint_no_slots),
+    ("no more connections allowed (max_client_conn)", _hint_pooler_full),
+    ("unsupported startup parameter", _hint_startup_parameter),
 )
 
 

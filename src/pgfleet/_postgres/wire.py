@@ -29,6 +29,19 @@ def exchange(pgconn: pq.abc.PGconn, query: bytes) -> Exchange:
     Raises `psycopg.OperationalError` when the connection is lost and
     `psycopg.DatabaseError` when the server answers with an error.
     """
+    status, _ = yield from _run(pgconn, query)
+    return status
+
+
+def first_value(pgconn: pq.abc.PGconn, query: bytes) -> Generator[int, int, bytes | None]:
+    """Like `exchange`, returning the first column of the first row (text), or None."""
+    _, value = yield from _run(pgconn, query)
+    return value
+
+
+def _run(
+    pgconn: pq.abc.PGconn, query: bytes
+) -> Generator[int, int, tuple[pq.ExecStatus, bytes | None]]:
     pgconn.send_query(query)
     while pgconn.flush() != 0:
         ready = yield WAIT_RW
@@ -36,6 +49,8 @@ def exchange(pgconn: pq.abc.PGconn, query: bytes) -> Exchange:
             pgconn.consume_input()
     status = pq.ExecStatus.EMPTY_QUERY
     error: pq.abc.PGresult | None = None
+    value: bytes | None = None
+    first = True
     while True:
         while pgconn.is_busy():
             yield WAIT_R
@@ -46,12 +61,16 @@ def exchange(pgconn: pq.abc.PGconn, query: bytes) -> Exchange:
         status = pq.ExecStatus(result.status)
         if status == pq.ExecStatus.FATAL_ERROR and error is None:
             error = result
+        elif first and status == pq.ExecStatus.TUPLES_OK:
+            first = False
+            if result.ntuples and result.nfields:
+                value = result.get_value(0, 0)
     if error is not None:
         message = error.error_message.decode("utf-8", "replace").strip()
         raise psycopg.DatabaseError(message or "the server reported an error")
     if pgconn.status != pq.ConnStatus.OK:
         raise psycopg.OperationalError("the connection was lost")
-    return status
+    return status, value
 
 
 class SocketProbes:

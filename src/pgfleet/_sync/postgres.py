@@ -6,26 +6,29 @@
 The pool's default manager (see `pgfleet._sync.manager` for the contract it fulfils).
 What it knows of PostgreSQL lives in ``pgfleet._postgres``: where to connect
 (``conninfo``), which connect errors are permanent (``connect_errors``), bounded wire
-exchanges and the idle probe (``wire``), TLS reports and hints (``tls``).
+exchanges and the idle probe (``wire``), TLS reports and hints (``tls``), transaction
+poolers in front of the server (``pooler``).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, TypeVar
 
 import psycopg
-from psycopg import pq
+from psycopg import pq, sql
 
 from pgfleet._acompat import bounded, monotonic, wait_fd
-from pgfleet._postgres import tls, wire
+from pgfleet._postgres import pooler, tls, wire
 from pgfleet._postgres.connect_errors import is_permanent_error
 from pgfleet._postgres.conninfo import ConnTarget
 from pgfleet._sync.manager import Manager
+from pgfleet.errors import TransactionPoolerError
 
 ConnectionCallback = Callable[[psycopg.Connection[Any]], None]
+R = TypeVar("R")
 
 
 _OK = pq.ConnStatus.OK
@@ -55,6 +58,20 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
             connection reaches a host that is neither loopback nor a Unix socket with
             an sslmode that does not verify the server (not ``verify-ca`` or
             ``verify-full``). False silences it.
+        transaction_pooler: the server is reached through a pooler in transaction mode
+            (PgBouncer ``pool_mode=transaction``, pgcat, PgDog, Supavisor, Odyssey): no
+            automatic prepared statements (``prepare_threshold=None``; an explicit
+            threshold is honoured only with libpq >= 17, for a pooler that tracks them),
+            and no `reset` callback (ValueError: its queries would land on another
+            client's server session); `configure` may not run statements whose effect
+            outlives the transaction (``SET`` without ``LOCAL``, ``LISTEN``, session
+            advisory locks...): `TransactionPoolerError`, raised before they are sent
+            (see `pgfleet._postgres.pooler.session_feature`). Off, the first
+            connections are probed once for a pooler (one ``SELECT pg_backend_pid()``
+            each, until the answer is known):
+            logger ``pgfleet.pooler`` says INFO on meeting one, and WARNING, once, when
+            two open connections share a server session (a transaction pooler). See
+            ``docs/pgbouncer.md``.
 
     A failed connection attempt raises libpq's error with its secrets redacted and,
     when pgfleet knows which setting to look at, a ``hint:`` note (PEP 678).
@@ -71,8 +88,22 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         check: ConnectionCallback | None = None,
         connect_timeout: float = 10.0,
         warn_unverified: bool = True,
+        transaction_pooler: bool = False,
     ) -> None:
         self.target = ConnTarget.resolve(conninfo, kwargs)
+        if not isinstance(transaction_pooler, bool):
+            raise TypeError(f"transaction_pooler must be a bool, got {transaction_pooler!r}")
+        self.transaction_pooler = transaction_pooler
+        #: What `connect` passes to psycopg besides the conninfo.
+        self._connect_kwargs: Mapping[str, Any] = self.target.connect_kwargs
+        #: Watches new connections for a pooler (None: transaction_pooler=True, nothing to learn).
+        self.pooler_watch: pooler.PoolerWatch | None = None
+        if transaction_pooler:
+            if reset is not None:
+                raise pooler.refuse_reset()
+            self._connect_kwargs = pooler.pooler_kwargs(self.target.connect_kwargs)
+        else:
+            self.pooler_watch = pooler.PoolerWatch(self.target.describe())
         self.warn_unverified = warn_unverified
         #: Taken (never released) by the one connect that logs the warning.
         self._unverified_warning = threading.Lock()
@@ -97,12 +128,14 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         return self.target.redact(text)
 
     def is_permanent(self, error: BaseException) -> bool:
-        """True when retrying the connection cannot help (`pgfleet._postgres.connect_errors`)."""
-        return is_permanent_error(error)
+        """True when retrying the connection cannot help (`pgfleet._postgres.connect_errors`),
+        or when `configure` asked for a session feature of a transaction pooler."""
+        return isinstance(error, TransactionPoolerError) or is_permanent_error(error)
 
     def connect(self, timeout: float) -> psycopg.Connection[Any]:
         """Open, configure and return a new connection within `timeout` seconds."""
         timeout = min(timeout, self.connect_timeout)
+        deadline = monotonic() + timeout
         # libpq counts connect_timeout in whole seconds, at least 2; our own bound is exact.
         libpq_timeout = max(2, math.ceil(timeout))
         try:
@@ -110,7 +143,7 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
                 self.connection_class.connect(
                     self.target.conninfo,
                     connect_timeout=libpq_timeout,
-                    **self.target.connect_kwargs,
+                    **self._connect_kwargs,
                 ),
                 timeout,
             )
@@ -119,17 +152,35 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
             if explained is exc:
                 raise
             raise explained from None
+        watch = self.pooler_watch
+        if watch is not None and watch.watching:
+            self._look_for_pooler(conn, watch, deadline)
         if self.warn_unverified and not self._unverified_warning.locked():
             self._warn_if_unverified(conn)
         if self._configure is not None:
             try:
-                self._configure(conn)
+                if self.transaction_pooler:
+                    self._configure_guarded(conn, self._configure)
+                else:
+                    self._configure(conn)
                 if conn.info.transaction_status in _IN_TRANSACTION:
                     conn.rollback()
             except BaseException:
                 self.close(conn)
                 raise
         return conn
+
+    def _configure_guarded(
+        self, conn: psycopg.Connection[Any], configure: ConnectionCallback
+    ) -> None:
+        """Run `configure` with cursors that refuse, before sending, what would outlive
+        the transaction through a transaction pooler."""
+        factory = conn.cursor_factory
+        conn.cursor_factory = _session_guard(factory)
+        try:
+            configure(conn)
+        finally:
+            conn.cursor_factory = factory
 
     def _explain(self, error: psycopg.Error) -> psycopg.Error:
         """`error` without secrets, with a note naming the setting to look at."""
@@ -143,6 +194,34 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         ):
             error.add_note(f"hint: {self.target.redact(hint)}")
         return error
+
+    def _look_for_pooler(
+        self, conn: psycopg.Connection[Any], watch: pooler.PoolerWatch, deadline: float
+    ) -> None:
+        """Ask which server process serves `conn` (see `pgfleet._postgres.pooler`); log
+        what that tells, once. Closes `conn` and raises when it cannot answer in time."""
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            return  # no time left to learn: this connection is good all the same
+        try:
+            value = self._drive(conn, wire.first_value(conn.pgconn, pooler.PROBE_QUERY), remaining)
+        except psycopg.OperationalError:
+            self.close(conn)
+            raise
+        except psycopg.DatabaseError:  # no pg_backend_pid(): not PostgreSQL itself
+            watch.give_up()
+            return
+        except BaseException:
+            self.close(conn)
+            raise
+        try:
+            server_pid = int(value or b"")
+        except ValueError:
+            watch.give_up()
+            return
+        said = watch.saw(id(conn.pgconn), conn.info.backend_pid, server_pid)
+        if said is not None:
+            pooler.logger.log(said[0], "%s", said[1])
 
     def _warn_if_unverified(self, conn: psycopg.Connection[Any]) -> None:
         """Log, once, that this pool reaches a remote server it does not verify."""
@@ -158,7 +237,7 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         if self._check is not None:
             bounded(self._check(conn), timeout)
             return
-        self._drive(conn, b"", timeout)
+        self._drive(conn, wire.exchange(conn.pgconn, b""), timeout)
 
     def is_broken(self, conn: psycopg.Connection[Any]) -> bool:
         """Judge from the connection's own state: closed, bad status, mid-query, lost socket."""
@@ -192,7 +271,7 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
             if self._reset is None:
                 return  # the common case: nothing to undo
         elif status in _IN_TRANSACTION:
-            self._drive(conn, b"ROLLBACK", timeout)
+            self._drive(conn, wire.exchange(pgconn, b"ROLLBACK"), timeout)
         else:
             raise psycopg.OperationalError(
                 f"the connection came back unusable (status {pq.ConnStatus(pgconn.status).name},"
@@ -208,16 +287,23 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
     def close(self, conn: psycopg.Connection[Any]) -> None:
         """Close the connection (sends Terminate; never waits for the server)."""
         self._probes.forget(conn.pgconn)
+        if self.pooler_watch is not None:
+            self.pooler_watch.forget(id(conn.pgconn))
         try:
             conn.close()
         except Exception:
             pass
 
-    def _drive(self, conn: psycopg.Connection[Any], query: bytes, timeout: float) -> None:
-        """Run one bounded wire exchange on `conn` (see `pgfleet._postgres.wire`)."""
+    def _drive(
+        self,
+        conn: psycopg.Connection[Any],
+        exchange: Generator[int, int, R],
+        timeout: float,
+    ) -> R:
+        """Run one bounded wire exchange on `conn` (see `pgfleet._postgres.wire`) and
+        return what it returns."""
         deadline = monotonic() + timeout
         pgconn = conn.pgconn
-        exchange = wire.exchange(pgconn, query)
         try:
             want = next(exchange)
             while True:
@@ -227,5 +313,58 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
                 ready = wait_fd(pgconn.socket, want, remaining)
                 if ready:
                     want = exchange.send(ready)
-        except StopIteration:
-            return
+        except StopIteration as done:
+            result: R = done.value
+            return result
+
+
+#: The guard subclass of each cursor class (made once; a race makes two, harmlessly).
+_SESSION_GUARDS: dict[type[Any], type[Any]] = {}
+
+
+def _session_guard(
+    base: type[psycopg.Cursor[Any]],
+) -> type[psycopg.Cursor[Any]]:
+    """A subclass of `base` whose ``execute``/``executemany`` raise `TransactionPoolerError`,
+    before sending, for a statement that outlives its transaction (one class per base)."""
+    known = _SESSION_GUARDS.get(base)
+    if known is not None:
+        return known
+
+    class SessionGuardCursor(base):  # type: ignore[valid-type,misc]
+        def execute(
+            self,
+            query: Any,
+            params: Any = None,
+            *,
+            prepare: bool | None = None,
+            binary: bool | None = None,
+        ) -> Any:
+            _refuse_session_feature(self.connection, query, prepare=prepare)
+            return super().execute(query, params, prepare=prepare, binary=binary)
+
+        def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
+            _refuse_session_feature(self.connection, query, prepare=None)
+            super().executemany(query, params_seq, returning=returning)
+
+    SessionGuardCursor.__name__ = SessionGuardCursor.__qualname__ = f"SessionGuard{base.__name__}"
+    _SESSION_GUARDS[base] = SessionGuardCursor
+    return SessionGuardCursor
+
+
+def _refuse_session_feature(
+    conn: psycopg.Connection[Any], query: Any, *, prepare: bool | None
+) -> None:
+    if isinstance(query, bytes):
+        text = query.decode("utf-8", "replace")
+    elif isinstance(query, str):
+        text = query
+    elif isinstance(query, sql.Composable):
+        text = query.as_string(conn)
+    else:  # a template string (Python 3.14): not looked at
+        return
+    feature = pooler.session_feature(text)
+    if feature is None and prepare:
+        feature = "prepare=True (a prepared statement lives in one server session)"
+    if feature is not None:
+        raise pooler.refuse_session_feature(text, feature, "configure")

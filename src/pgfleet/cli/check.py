@@ -3,8 +3,12 @@
 For container start-up and health checks. Waits (with back-off, up to ``--timeout``) until
 a connection succeeds, showing a live status line on stderr (the attempt, its error with
 secrets redacted, the next retry); then prints the server version, the authentication
-method, the TLS report of `pgfleet.tls_info`, the time to open a connection and the time of
-a query on a pooled one. ``--json`` prints one JSON object on stdout instead.
+method, the TLS report of `pgfleet.tls_info`, whether a connection pooler answers (and
+whether it shares server sessions: transaction mode), the connection budget (the server's
+``max_connections``, the reserved slots, the connections in use by ``application_name``,
+and with ``--replicas N --max-size M`` whether N replicas fit), the time to open a
+connection and the time of a query on a pooled one. ``--json`` prints one JSON object on
+stdout instead.
 
 Exit codes: 0 reachable; 1 not reachable within the timeout (or an error waiting cannot
 heal, such as a wrong password or a certificate that does not verify); 2 bad input, an
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import statistics
@@ -33,7 +38,7 @@ from pgfleet._async.postgres import AsyncPostgresManager
 from pgfleet._core import Backoff
 from pgfleet._postgres.connect_errors import is_invalid_settings_error
 from pgfleet._text import describe, hints
-from pgfleet.cli._args import EXIT_USAGE, BadInput, safe, seconds
+from pgfleet.cli._args import EXIT_USAGE, BadInput, bounded_int, safe, seconds
 
 __all__ = ["EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "add_parser", "run"]
 
@@ -62,20 +67,47 @@ _AUTH_REQUESTS = {
 }
 #: Files libpq reads when they are named; a typo makes it skip them silently.
 _FILE_SETTINGS = ("sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcrldir")
+#: The sizing rule the budget report suggests, and where it comes from.
+SIZING_SOURCE = (
+    "HikariCP, 'About Pool Sizing':"
+    " https://github.com/brettwooldridge/HikariCP/wiki/About-Pool-Sizing"
+)
+#: The server's connection slots (``reserved_connections`` is PostgreSQL 16+).
+_SLOTS_QUERY = (
+    "SELECT current_setting('max_connections')::int,"
+    " current_setting('superuser_reserved_connections')::int,"
+    " coalesce(current_setting('reserved_connections', true), '0')::int"
+)
+#: Client connections by application_name. Without pg_read_all_stats, another role's
+#: backend_type is hidden (NULL): counted as a client when it is connected to a database
+#: (the server's own processes are not, autovacuum workers aside).
+_IN_USE_QUERY = (
+    "SELECT coalesce(application_name, ''), count(*), count(*) FILTER (WHERE backend_type"
+    " IS NULL) FROM pg_stat_activity WHERE datname IS NOT NULL"
+    " AND coalesce(backend_type, 'client backend') = 'client backend'"
+    " GROUP BY 1 ORDER BY 2 DESC, 1"
+)
 
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``check`` subcommand on an argparse subparsers object."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "check",
-        usage="pgfleet check [-h] [--timeout S] [--json] [-q] [--retry-all-errors] [CONNINFO]",
-        help="wait for the database, then report its version, authentication, TLS and timings",
+        usage=(
+            "pgfleet check [-h] [--timeout S] [--json] [-q] [--retry-all-errors]"
+            " [--replicas N --max-size M] [--server-cores C] [CONNINFO]"
+        ),
+        help="wait for the database, then report its version, authentication, TLS, pooler,"
+        " connection budget and timings",
         description=(
             "Wait (with back-off) until the database accepts a connection, then print the"
             " server version, the authentication method, what the connection's TLS"
-            " guarantees, the time to connect and the time of a pooled query. Exit 0 when"
-            " reachable, 1 when not within --timeout (or on an error waiting cannot heal),"
-            " 2 for bad input (an invalid connection string included)."
+            " guarantees, whether a connection pooler answers, the connection budget"
+            " (max_connections, reserved slots, connections in use by application_name;"
+            " with --replicas and --max-size, whether that many pools fit), the time to"
+            " connect and the time of a pooled query. Exit 0 when reachable, 1 when not"
+            " within --timeout (or on an error waiting cannot heal), 2 for bad input (an"
+            " invalid connection string included)."
         ),
     )
     parser.add_argument(
@@ -100,6 +132,26 @@ def add_parser(subparsers: Any) -> None:
         help="keep waiting on errors that usually need a fix (wrong password, unknown"
         " database, TLS verification), e.g. while the database is being provisioned",
     )
+    parser.add_argument(
+        "--replicas",
+        type=bounded_int(1, 100_000),
+        metavar="N",
+        help="how many copies of the application will run, each with one pool (with"
+        " --max-size): do they fit in the server's free connection slots?",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=bounded_int(1, 100_000),
+        metavar="M",
+        help="the max_size of each replica's pool (with --replicas)",
+    )
+    parser.add_argument(
+        "--server-cores",
+        type=bounded_int(1, 65_536),
+        metavar="C",
+        help="the database server's CPU cores, for the sizing suggestion (default: this"
+        " machine's when the server is local, else the formula only)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -112,12 +164,22 @@ def run(args: argparse.Namespace) -> int:
                 f"expected at most one CONNINFO, got {len(args.conninfo)} arguments (not shown:"
                 " they may hold passwords); quote a key=value conninfo as one argument"
             )
+        if (args.replicas is None) != (args.max_size is None):
+            raise BadInput("--replicas and --max-size go together: N replicas of a pool of M")
         conninfo = args.conninfo[0] if args.conninfo else None
         try:
-            manager = AsyncPostgresManager(conninfo, warn_unverified=False)
+            # transaction_pooler=True: the check may be talking to one, and it probes for
+            # a pooler itself (`Checker._pooler`).
+            manager = AsyncPostgresManager(conninfo, warn_unverified=False, transaction_pooler=True)
         except (ValueError, TypeError) as exc:
             raise BadInput(str(exc)) from None
-        checker = Checker(manager, args.timeout, args.retry_all_errors, report)
+        checker = Checker(
+            manager,
+            args.timeout,
+            args.retry_all_errors,
+            report,
+            sizing=Sizing(args.replicas, args.max_size, args.server_cores),
+        )
         return asyncio.run(checker.run())
     except BadInput as exc:
         report.bad_input(safe(str(exc)))
@@ -169,13 +231,28 @@ class Report:
         print(json.dumps(document, indent=2, sort_keys=False), file=self.out)
 
 
+@dataclass(frozen=True)
+class Sizing:
+    """What the budget is checked against: ``--replicas``, ``--max-size``, ``--server-cores``."""
+
+    replicas: int | None = None
+    max_size: int | None = None
+    server_cores: int | None = None
+
+
 class Checker:
     """One ``pgfleet check`` run: wait, then inspect."""
 
     def __init__(
-        self, manager: AsyncPostgresManager, timeout: float, retry_all: bool, report: Report
+        self,
+        manager: AsyncPostgresManager,
+        timeout: float,
+        retry_all: bool,
+        report: Report,
+        sizing: Sizing | None = None,
     ) -> None:
         self.manager = manager
+        self.sizing = sizing or Sizing()
         self.target = manager.target
         self.where = manager.target.describe()
         self.timeout = timeout
@@ -307,6 +384,8 @@ class Checker:
         warning = tls.unverified_warning(conn, self.where)
         method, source = await self._auth_method(conn, info)
         version = conn.info.parameter_status("server_version") or "unknown"
+        pooler = await self._pooler(conn)
+        budget = await self._budget(conn, info, behind_pooler=pooler["detected"] is True)
         pooled = await self._pooled_query_time()
         document: dict[str, Any] = {
             "ok": True,
@@ -319,9 +398,15 @@ class Checker:
             "auth_method": method,
             "auth_method_source": source,
             "tls": info.as_dict(),
+            "pooler": pooler,
+            "budget": budget,
             "connect_ms": round(connect * 1000, 3),
             "pooled_query_ms": None if pooled is None else round(pooled * 1000, 3),
-            "warnings": [*self.notes, *([warning] if warning else [])],
+            "warnings": [
+                *self.notes,
+                *([warning] if warning else []),
+                *([budget["warning"]] if budget.get("warning") else []),
+            ],
         }
         if self.report.json_output:
             self.report.emit(document)
@@ -335,6 +420,8 @@ class Checker:
             ("server", f"PostgreSQL {version}"),
             ("auth", f"{method} (from {source})"),
             ("tls", str(info)),
+            ("pooler", pooler["summary"]),
+            *budget_rows(budget),
             ("connect", f"{connect * 1000:.1f} ms (new connection: network, TLS, authentication)"),
             (
                 "pooled query",
@@ -404,6 +491,123 @@ class Checker:
             return "peer or trust: no password asked"
         return "trust: no password asked"
 
+    async def _server_pid(self, conn: psycopg.AsyncConnection[Any]) -> int | None:
+        """The process id of the server session that answers `conn` now, or None."""
+        try:
+            cursor = await conn.execute("SELECT pg_backend_pid()")
+            row = await cursor.fetchone()
+            await conn.rollback()
+        except psycopg.Error:
+            await _quiet_rollback(conn)
+            return None
+        return int(row[0]) if row is not None else None
+
+    async def _pooler(self, conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+        """Whether a pooler answers, and whether it shares server sessions between open
+        connections (transaction mode); see `pgfleet._postgres.pooler` for the method."""
+        announced = conn.info.backend_pid
+        served_by = await self._server_pid(conn)
+        found: dict[str, Any] = {
+            "detected": None,
+            "transaction_pooling": None,
+            "announced_pid": announced,
+            "server_pid": served_by,
+        }
+        if served_by is None:
+            return {**found, "summary": "unknown (pg_backend_pid() did not answer)"}
+        if served_by == announced:
+            return {
+                **found,
+                "detected": False,
+                "transaction_pooling": False,
+                "summary": "none: the server answers itself (pg_backend_pid() is the process"
+                " it announced)",
+            }
+        found["detected"] = True
+        # A second connection while the first stays open: a transaction pooler hands it the
+        # server session the first one just released; in session mode that one is taken.
+        try:
+            other = await self.manager.connect(ATTEMPT_TIMEOUT)
+        except (psycopg.Error, OSError):
+            other_pid = None
+        else:
+            try:
+                other_pid = await self._server_pid(other)
+            finally:
+                await self.manager.close(other)
+        prefix = (
+            f"a connection pooler answers (it announced process {announced}, the server"
+            f" process is {served_by})"
+        )
+        if other_pid == served_by:
+            found["transaction_pooling"] = True
+            summary = (
+                f"{prefix}; it pools by transaction: a second open connection was served by"
+                " the same server session. Use transaction_pooler=True"
+                " (PGFLEET_TRANSACTION_POOLER=1)"
+            )
+        else:
+            summary = (
+                f"{prefix}; transaction pooling not seen: a second open connection got"
+                " another server session (session mode, or a busy pooler). In transaction"
+                " mode, use transaction_pooler=True (PGFLEET_TRANSACTION_POOLER=1)"
+            )
+        return {**found, "summary": summary}
+
+    async def _budget(
+        self, conn: psycopg.AsyncConnection[Any], info: tls.TLSInfo, *, behind_pooler: bool
+    ) -> dict[str, Any]:
+        """The server's connection slots, who uses them, and whether the sizing fits."""
+        try:
+            cursor = await conn.execute(_SLOTS_QUERY)
+            slots = await cursor.fetchone()
+            cursor = await conn.execute(_IN_USE_QUERY)
+            rows = await cursor.fetchall()
+            await conn.rollback()
+        except psycopg.Error as exc:
+            await _quiet_rollback(conn)
+            return {"available": False, "error": describe(exc, redact=self.manager.redact)}
+        assert slots is not None
+        max_connections, superuser_reserved, reserved = (int(value) for value in slots)
+        usable = max(max_connections - superuser_reserved - reserved, 0)
+        by_application = {str(name): int(count) for name, count, _ in rows}
+        in_use = sum(by_application.values())
+        budget: dict[str, Any] = {
+            "available": True,
+            "max_connections": max_connections,
+            "superuser_reserved_connections": superuser_reserved,
+            "reserved_connections": reserved,
+            "usable": usable,
+            "in_use": in_use,
+            "in_use_by_application": by_application,
+            "in_use_hidden_type": sum(int(hidden) for _, _, hidden in rows),
+            "free": max(usable - in_use, 0),
+            "behind_pooler": behind_pooler,
+        }
+        sizing = self.sizing
+        if sizing.replicas is not None and sizing.max_size is not None:
+            needed = sizing.replicas * sizing.max_size
+            budget.update(replicas=sizing.replicas, max_size=sizing.max_size, needed=needed)
+            if behind_pooler:
+                # The pools' connections go to the pooler; the server sees its server pools.
+                budget.update(fits_now=None, fits_when_idle=None)
+            else:
+                budget.update(fits_now=needed <= budget["free"], fits_when_idle=needed <= usable)
+                if not budget["fits_now"]:
+                    budget["warning"] = (
+                        f"{sizing.replicas} replicas x max_size {sizing.max_size} = {needed}"
+                        f" connections do not fit in the {budget['free']} free slots now"
+                        f" ({usable} usable of max_connections {max_connections})"
+                    )
+        cores = sizing.server_cores
+        cores_source = "--server-cores"
+        if cores is None and info.local:
+            cores, cores_source = os.cpu_count(), "this machine's, the server being local"
+        budget["suggestion"] = _sizing_suggestion(
+            cores, cores_source, sizing.replicas, behind_pooler=behind_pooler
+        )
+        return budget
+
     async def _pooled_query_time(self) -> float | None:
         """The median time of ``SELECT 1`` through a warm pool of one connection."""
         pool: AsyncPool[Any] = AsyncPool(
@@ -413,6 +617,7 @@ class Checker:
             max_size=1,
             timeout=ATTEMPT_TIMEOUT,
             warn_unverified=False,  # the TLS report says it already
+            transaction_pooler=True,  # it may be talking to one: no prepared statements
             name="pgfleet-check",
         )
         try:
@@ -426,3 +631,91 @@ class Checker:
         except psycopg.Error:
             return None
         return statistics.median(times)
+
+
+async def _quiet_rollback(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Roll back after a failed query; a connection that broke is left to the caller."""
+    try:
+        await conn.rollback()
+    except psycopg.Error:
+        pass
+
+
+def _sizing_suggestion(
+    cores: int | None, source: str, replicas: int | None, *, behind_pooler: bool
+) -> dict[str, Any]:
+    """HikariCP's rule of thumb, as a suggestion with its source."""
+    rule = "connections = (core_count x 2) + effective_spindle_count"
+    suggestion: dict[str, Any] = {"rule": rule, "source": SIZING_SOURCE, "cores": cores}
+    if cores is None:
+        suggestion["text"] = (
+            f"suggestion: {rule}, busy connections server-wide, shared by all replicas"
+            f" (pass --server-cores C for a number; {SIZING_SOURCE})"
+        )
+        return suggestion
+    total = cores * 2 + 1  # one effective spindle: 0 when the data set is fully cached
+    suggestion["connections"] = total
+    text = (
+        f"suggestion: about {total} busy connections server-wide = ({cores} cores x 2) + 1"
+        f" spindle ({source}; {SIZING_SOURCE})"
+    )
+    if behind_pooler:
+        text += (
+            "; through a pooler, that sizes its server pool (PgBouncer's default_pool_size),"
+            " and the client pools may be larger"
+        )
+    elif replicas is not None:
+        per_replica = math.ceil(total / replicas)
+        suggestion["max_size_per_replica"] = per_replica
+        text += f"; over {replicas} replicas, max_size about {per_replica} each"
+    suggestion["text"] = text
+    return suggestion
+
+
+def budget_rows(budget: dict[str, Any]) -> list[tuple[str, str]]:
+    """The budget report as (label, text) rows of the human report."""
+    if not budget.get("available"):
+        return [("budget", f"unavailable ({budget.get('error', 'unknown error')})")]
+    reserved = budget["superuser_reserved_connections"] + budget["reserved_connections"]
+    rows = [
+        (
+            "budget",
+            f"max_connections {budget['max_connections']}, {reserved} reserved"
+            f" (superuser_reserved_connections {budget['superuser_reserved_connections']},"
+            f" reserved_connections {budget['reserved_connections']}):"
+            f" {budget['usable']} usable, {budget['free']} free now",
+        )
+    ]
+    names = ", ".join(
+        f"{name or '(no application_name)'} {count}"
+        for name, count in budget["in_use_by_application"].items()
+    )
+    in_use = f"{budget['in_use']} connection(s): {names} (this check's own included)"
+    if budget["in_use_hidden_type"]:
+        in_use += (
+            f"; {budget['in_use_hidden_type']} of another role, counted as clients (their"
+            " type is hidden without pg_read_all_stats)"
+        )
+    rows.append(("in use", in_use))
+    if "needed" in budget:
+        what = (
+            f"{budget['replicas']} x max_size {budget['max_size']} = {budget['needed']} connections"
+        )
+        if budget["behind_pooler"]:
+            verdict = (
+                "they go to the pooler, not the server: the pooler's max_client_conn must"
+                " admit them; the server sees the pooler's server pools (default_pool_size"
+                " per database and user)"
+            )
+        elif budget["fits_now"]:
+            verdict = f"fit ({budget['free'] - budget['needed']} to spare of {budget['free']} free)"
+        elif budget["fits_when_idle"]:
+            verdict = (
+                f"do NOT fit in the {budget['free']} free now (they would in the"
+                f" {budget['usable']} usable of an idle server)"
+            )
+        else:
+            verdict = f"do NOT fit: {budget['usable']} usable in all"
+        rows.append(("replicas", f"{what}: {verdict}"))
+    rows.append(("sizing", budget["suggestion"]["text"]))
+    return rows
