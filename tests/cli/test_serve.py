@@ -18,7 +18,7 @@ import httpx
 import pytest
 from psycopg import sql
 
-from support.cluster import APP_DBNAME, APP_USER, PgCluster
+from support.cluster import APP_DBNAME, PgCluster
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
@@ -43,21 +43,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def serve_dsn(pg: PgCluster) -> Iterator[str]:
-    """A DSN whose tables land in a private schema (the people table is the demo's)."""
+def serve_schema(pg: PgCluster) -> Iterator[str]:
+    """A schema name of the test's own for the demo (dropped after the test if left)."""
     schema = f"serve_{uuid.uuid4().hex[:12]}"
+    yield schema
     pg.execute(
-        sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
-            sql.Identifier(schema), sql.Identifier(APP_USER)
-        ),
+        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)),
         dbname=APP_DBNAME,
     )
-    try:
-        yield pg.conninfo(options=f"-c search_path={schema}")
-    finally:
-        pg.execute(
-            sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)), dbname=APP_DBNAME
-        )
 
 
 class Demo:
@@ -111,9 +104,10 @@ class Demo:
                 self.proc.stderr.close()
 
 
-def test_serve_only_answers_then_stops_on_sigint(serve_dsn: str) -> None:
+def test_serve_only_answers_then_stops_on_sigint(pg: PgCluster, serve_schema: str) -> None:
     port = _free_port()
-    demo = Demo("--dsn", serve_dsn, "--port", str(port), "--pool-size", "3")
+    args = ("--dsn", pg.conninfo(), "--schema", serve_schema, "--port", str(port))
+    demo = Demo(*args, "--pool-size", "3")
     try:
         url = demo.wait_for_url()
         assert url == f"http://127.0.0.1:{port}/"
@@ -175,9 +169,15 @@ def test_serve_only_answers_then_stops_on_sigint(serve_dsn: str) -> None:
     assert code == 128 + signal.SIGINT, "".join(demo.stderr)
     assert "interrupted by SIGINT" in "".join(demo.stderr)
     assert "Traceback" not in "".join(demo.stderr)
+    # The demo's schema goes at exit, after the service has stopped.
+    assert f"dropped schema {serve_schema!r}" in "".join(demo.stderr)
+    gone = pg.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s", serve_schema, dbname=APP_DBNAME
+    )
+    assert not gone
 
 
-def test_a_taken_port_exits_2_with_the_reason(serve_dsn: str) -> None:
+def test_a_taken_port_exits_2_with_the_reason(pg_dsn: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -185,7 +185,7 @@ def test_a_taken_port_exits_2_with_the_reason(serve_dsn: str) -> None:
         result = subprocess.run(
             [
                 sys.executable, "-m", "pgfleet", "demo", "--serve-only",
-                "--dsn", serve_dsn, "--port", str(port),
+                "--dsn", pg_dsn, "--port", str(port),
             ],
             env=_env(),
             capture_output=True,

@@ -31,7 +31,7 @@ from pgfleet import AsyncPool
 from pgfleet._core.stats import PoolStats
 from pgfleet._postgres.conninfo import redact as redact_secrets
 from pgfleet._text import describe
-from pgfleet.demo._workload import TABLE
+from pgfleet.demo._workload import PeopleTable
 from pgfleet.integrations.starlette import (
     health_endpoint,
     install_exception_handlers,
@@ -50,16 +50,6 @@ CHECKOUT_TIMEOUT = 5.0
 LIST_LIMIT = 50
 MAX_NAME = 200
 POOL_NAME = "pgfleet-demo-web"
-
-_T = sql.Identifier(TABLE)
-_BY_NAME = sql.SQL("SELECT id, name, data FROM {t} WHERE name = %s ORDER BY id LIMIT %s").format(
-    t=_T
-)
-_SOME = sql.SQL("SELECT id, name, data FROM {t} ORDER BY name LIMIT %s").format(t=_T)
-_BY_ID = sql.SQL("SELECT id, name, data FROM {t} WHERE id = %s").format(t=_T)
-_INSERT = sql.SQL("INSERT INTO {t} (name, data) VALUES (%s, %s) RETURNING id, name, data").format(
-    t=_T
-)
 
 
 class ServeError(RuntimeError):
@@ -192,10 +182,21 @@ def _snapshot(s: PoolStats, events: EventLog) -> dict[str, Any]:
 
 
 def build_app(
-    pool: AsyncPool[Any], events: EventLog, on_ready: Callable[[], None] | None = None
+    pool: AsyncPool[Any],
+    events: EventLog,
+    table: PeopleTable,
+    on_ready: Callable[[], None] | None = None,
 ) -> Starlette:
-    """The people web service on `pool` (opened and closed by the app's lifespan)."""
+    """The people web service on `pool` (opened and closed by the app's lifespan), on
+    `table`."""
     watcher = _Watcher(events)
+    t = table.table
+    by_name = sql.SQL("SELECT id, name, data FROM {t} WHERE name = %s ORDER BY id LIMIT %s")
+    some = sql.SQL("SELECT id, name, data FROM {t} ORDER BY name LIMIT %s")
+    by_id = sql.SQL("SELECT id, name, data FROM {t} WHERE id = %s")
+    insert = sql.SQL("INSERT INTO {t} (name, data) VALUES (%s, %s) RETURNING id, name, data")
+    by_name_q, some_q = by_name.format(t=t), some.format(t=t)
+    by_id_q, insert_q = by_id.format(t=t), insert.format(t=t)
     registry = _metrics_registry(pool)
     opened = pool_lifespan(pool)
 
@@ -211,9 +212,9 @@ def build_app(
         name = request.query_params.get("name")
         async with request_connection(request) as conn:
             if name is None:
-                cur = await conn.execute(_SOME, (LIST_LIMIT,))
+                cur = await conn.execute(some_q, (LIST_LIMIT,))
             else:
-                cur = await conn.execute(_BY_NAME, (name, LIST_LIMIT))
+                cur = await conn.execute(by_name_q, (name, LIST_LIMIT))
             rows = await cur.fetchall()
         return JSONResponse([_person(row) for row in rows])
 
@@ -230,7 +231,7 @@ def build_app(
             )
         data = body.get("data")
         async with request_connection(request) as conn:
-            cur = await conn.execute(_INSERT, (name, None if data is None else Jsonb(data)))
+            cur = await conn.execute(insert_q, (name, None if data is None else Jsonb(data)))
             row = await cur.fetchone()
         assert row is not None
         return JSONResponse(_person(row), status_code=201)
@@ -241,7 +242,7 @@ def build_app(
         except ValueError:
             return JSONResponse({"error": "not found"}, status_code=404)
         async with request_connection(request) as conn:
-            cur = await conn.execute(_BY_ID, (person_id,))
+            cur = await conn.execute(by_id_q, (person_id,))
             row = await cur.fetchone()
         if row is None:
             return JSONResponse({"error": "not found"}, status_code=404)
@@ -284,6 +285,7 @@ def serve(
     sock: socket.socket,
     *,
     pool_size: int,
+    table: PeopleTable,
     announce: Callable[[str], None],
     redact: Callable[[str], str] = redact_secrets,
     open_timeout: float = 10.0,
@@ -310,7 +312,7 @@ def serve(
                 timeout=CHECKOUT_TIMEOUT,
                 name=POOL_NAME,
             )
-            app = build_app(pool, events, on_ready)
+            app = build_app(pool, events, table, on_ready)
             config = uvicorn.Config(
                 app,
                 lifespan="on",
