@@ -12,7 +12,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -104,6 +105,18 @@ class Demo:
                 self.proc.stderr.close()
 
 
+def _wait_for(client: httpx.Client, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """GET /api/pool until `ready` says yes (within START_TIMEOUT)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        snapshot: dict[str, Any] = client.get("/api/pool").json()
+        if ready(snapshot):
+            return snapshot
+        if time.monotonic() > deadline:
+            pytest.fail(f"/api/pool never got there: {snapshot}")
+        time.sleep(0.2)
+
+
 def test_serve_only_answers_then_stops_on_sigint(pg: PgCluster, serve_schema: str) -> None:
     port = _free_port()
     args = ("--dsn", pg.conninfo(), "--schema", serve_schema, "--port", str(port))
@@ -142,6 +155,24 @@ def test_serve_only_answers_then_stops_on_sigint(pg: PgCluster, serve_schema: st
             assert buckets[-1]["le"] is None
             assert sum(b["count"] for b in buckets) == snapshot["wait_time"]["count"]
             assert any("open" in e["message"] for e in snapshot["events"])
+            assert snapshot["health"]["state"] == "up"
+            assert snapshot["recent"]["checkouts_per_s"] >= 0
+
+            # One row per server: today the one of the DSN, with the pool's connections.
+            [host] = snapshot["hosts"]
+            assert host["address"] == f"127.0.0.1:{pg.port}"
+            assert host["state"] == "up"
+            assert 1 <= host["connections"] <= 3
+            assert host["role"] == "primary"
+
+            # The sampler adds a sample a second; `since` returns only the newer ones.
+            sampled = _wait_for(client, lambda p: len(p["history"]["samples"]) >= 2)
+            samples = sampled["history"]["samples"]
+            assert [s["t"] for s in samples] == sorted(s["t"] for s in samples)
+            assert all(s["max_size"] == 3 and s["state"] == "up" for s in samples)
+            newer = client.get("/api/pool", params={"since": samples[-1]["t"]}).json()
+            assert all(s["t"] > samples[-1]["t"] for s in newer["history"]["samples"])
+            assert client.get("/api/pool", params={"since": "soon"}).status_code == 400
 
             metrics = client.get("/metrics")
             assert metrics.status_code == 200
