@@ -469,6 +469,8 @@ def _claim_schema(
     if not target.embedded:
         what = "kept at exit: --keep" if keep else "dropped at exit; --keep keeps it"
         console.say(f"working in schema {schema!r} ({what})")
+    elif keep:
+        console.say("--keep keeps nothing here: the embedded server is removed at exit")
     return table
 
 
