@@ -1,14 +1,19 @@
 """The live page of ``pgfleet demo --serve`` in a real (headless) browser.
 
-Starts ``python -m pgfleet demo --serve-only`` against the session's PostgreSQL, opens ``/``
-in Chromium, loads ``/people`` from a background thread and checks that the page's pool numbers
-(refreshed from ``/api/pool`` every second) move. Saves a screenshot outside the repository:
-``$PGFLEET_ARTIFACTS/live-page.png`` (default ``/tmp/pgfleet-artifacts``).
+Starts ``python -m pgfleet demo --serve-only`` against a real PostgreSQL, opens ``/`` in
+Chromium, loads ``/people`` from background threads and checks what the page draws from
+``/api/pool`` (polled every second): the numbers move; the throughput, wait and size charts
+fill; the legends say what the colours and marks mean; the wait histogram shows every
+non-empty bucket on a log scale with its count; the servers table has the DSN's host; and a
+banner says the database is down while its server is stopped, and goes once it is back.
+Saves screenshots outside the repository: ``$PGFLEET_ARTIFACTS/live-page.png`` and
+``live-page-down.png`` (default ``/tmp/pgfleet-artifacts``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import queue
 import re
@@ -19,13 +24,16 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from support.cluster import ClusterFactory
 
 #: Seconds the server may take to print its "serving on" line.
 START_TIMEOUT = 30.0
@@ -41,6 +49,26 @@ LOAD_CLIENTS = 6
 REQUEST_TIMEOUT = 5.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NUMBER_IDS = ("idle", "in_use", "waiting", "checkouts")
+#: The pool's size for the load test: smaller than LOAD_CLIENTS, so that requests wait.
+POOL_SIZE = 3
+#: Pixels: the least height of a histogram bar that holds anything.
+MIN_BAR = 3.0
+#: What the legends must explain.
+LEGEND_WORDS = (
+    "checkouts per second",
+    "p50",
+    "p99",
+    "in use",
+    "idle",
+    "connecting",
+    "waiting requests",
+    "max size",
+    "grew",
+    "shrank",
+    "reconnect",
+    "checkout timed out",
+    "database down",
+)
 
 _SERVING = re.compile(r"demo: serving on (http://\S+)")
 
@@ -87,12 +115,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(dsn: str, port: int) -> Iterator[Server]:
+def serve(dsn: str, port: int, *args: str) -> Iterator[Server]:
     """``pgfleet demo --serve-only`` in a subprocess (stdout and stderr merged), killed at the
-    end if still running."""
+    end if still running. Its schema is one of its own, dropped at exit."""
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     command = [sys.executable, "-m", "pgfleet", "demo", "--serve-only"]
-    command += ["--dsn", dsn, "--port", str(port)]
+    command += ["--dsn", dsn, "--port", str(port), "--schema", f"browser_{uuid.uuid4().hex[:8]}"]
+    command += args
     process = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
@@ -171,17 +200,109 @@ def _numbers(driver: Any) -> dict[str, int | None]:
     return numbers
 
 
-def _save_screenshot(driver: Any, directory: Path) -> Path:
-    """A screenshot of the whole page (the window grown to its height)."""
-    height = driver.execute_script(
-        "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight);"
-    )
+def _save_screenshot(driver: Any, directory: Path, name: str = "live-page.png") -> Path:
+    """A screenshot of the whole page (the window grown to its height, the page redrawn)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     width = driver.get_window_size()["width"]
-    driver.set_window_size(width, min(max(int(height) + 40, 600), 4000))
-    path = directory / "live-page.png"
+    for _ in range(3):  # a redraw for the new size may change the height again
+        height = driver.execute_script(
+            "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight);"
+        )
+        inner = driver.execute_script("return window.innerHeight;")
+        wanted = min(max(int(height), 600), 4000)
+        if inner >= wanted:
+            break
+        frame = driver.get_window_size()["height"] - inner  # the window's own bars, if any
+        driver.set_window_size(width, wanted + frame)
+        # The charts are drawn for the window: wait for the next poll to redraw them.
+        _until(WebDriverWait(driver, PAGE_WAIT, 0.1), _redrawn(_text(driver, "updated")))
+    path = directory / name
     path.unlink(missing_ok=True)
     assert driver.save_screenshot(str(path)), "selenium could not write the screenshot"
+    assert path.read_bytes()[:8] == PNG_MAGIC, f"{path} is not a PNG"
     return path
+
+
+def _redrawn(shown: str) -> Callable[[Any], bool]:
+    """A wait condition: the page's "updated" line is no longer `shown`."""
+    return lambda driver: _text(driver, "updated") != shown
+
+
+def _text(driver: Any, element_id: str) -> str:
+    text: str = driver.execute_script(
+        "const el = document.getElementById(arguments[0]); return el ? el.textContent : '';",
+        element_id,
+    )
+    return text
+
+
+def _banner(driver: Any) -> dict[str, Any]:
+    """The alert banner: shown or not, its text, and its role."""
+    banner: dict[str, Any] = driver.execute_script(
+        "const b = document.getElementById('banner');"
+        "return {shown: !b.hidden && b.offsetHeight > 0, text: b.textContent,"
+        " role: b.getAttribute('role')};"
+    )
+    return banner
+
+
+def _hosts(driver: Any) -> list[list[str]]:
+    """The servers table's rows, as the cells' texts."""
+    rows: list[list[str]] = driver.execute_script(
+        "return [...document.querySelectorAll('#hosts tbody tr.host')].map("
+        "  tr => [...tr.cells].map(td => td.textContent.trim()));"
+    )
+    return rows
+
+
+#: What the page's charts hold, read from the SVG the script drew.
+_CHARTS_JS = """
+const bbox = (el) => { const b = el.getBoundingClientRect(); return [b.width, b.height]; };
+const series = (svg, key) => {
+  const el = document.querySelector('#' + svg + ' [data-series="' + key + '"]');
+  return el ? {points: Number(el.dataset.points || 0), max: Number(el.dataset.max || 0),
+               size: bbox(el), hidden: el.getAttribute('visibility') === 'hidden'} : null;
+};
+const charts = {};
+for (const id of ['chart-throughput', 'chart-wait', 'chart-size', 'histogram']) {
+  const svg = document.getElementById(id);
+  const label = (svg.getAttribute('aria-labelledby') || '').split(' ')
+    .map((x) => document.getElementById(x)).filter(Boolean).map((x) => x.textContent).join(' ');
+  const desc = document.getElementById(svg.getAttribute('aria-describedby') || '');
+  charts[id] = {role: svg.getAttribute('role'), label: label,
+                description: desc ? desc.textContent : '', size: bbox(svg)};
+}
+return {
+  charts: charts,
+  throughput: series('chart-throughput', 'throughput'),
+  p50: series('chart-wait', 'wait_p50'),
+  p99: series('chart-wait', 'wait_p99'),
+  in_use: series('chart-size', 'in_use'),
+  idle: series('chart-size', 'idle'),
+  maxLine: document.querySelector('#chart-size .max-line') !== null,
+  legends: [...document.querySelectorAll('ul.legend')].map((u) => u.textContent).join(' | '),
+  bars: [...document.querySelectorAll('#histogram rect.bar')].map((r) => ({
+    count: Number(r.dataset.count), le: r.dataset.le, height: r.getBoundingClientRect().height,
+    label: r.nextElementSibling ? r.nextElementSibling.textContent : null})),
+  bucketLabels: [...document.querySelectorAll('#histogram text')].length,
+  headings: [...document.querySelectorAll('h1, h2, h3')].map((h) => h.textContent.trim()),
+};
+"""
+
+
+def _charts(driver: Any) -> dict[str, Any]:
+    charts: dict[str, Any] = driver.execute_script(_CHARTS_JS)
+    return charts
+
+
+def _compact(n: int) -> str:
+    """The page's short form of a count (1234 -> 1.2k)."""
+    for value, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= value:
+            x = n / value
+            return (f"{x:.1f}".removesuffix(".0") if x < 10 else str(round(x))) + unit
+    return str(n)
 
 
 def _until(wait: Any, condition: Any) -> Any:
@@ -200,7 +321,7 @@ def test_live_page_follows_the_pool(browser: Any, pg_dsn: str, artifacts: Path) 
     from selenium.webdriver.support.ui import WebDriverWait
 
     port = _free_port()
-    with serve(pg_dsn, port) as server:
+    with serve(pg_dsn, port, "--pool-size", str(POOL_SIZE)) as server:
         url = server.wait_for_url(START_TIMEOUT)
         assert url == f"http://127.0.0.1:{port}/", f"serving on {url}, not on --port {port}"
         browser.get(url)
@@ -276,9 +397,17 @@ def test_live_page_follows_the_pool(browser: Any, pg_dsn: str, artifacts: Path) 
             f"responses {load.statuses}"
         )
 
+        _check_charts(browser)
+        _check_log_histogram(browser)
+        rows = _hosts(browser)
+        dsn_port = conninfo_to_dict(pg_dsn)["port"]
+        assert len(rows) == 1, f"one server, one row: {rows}"
+        assert rows[0][0] == f"127.0.0.1:{dsn_port}", rows
+        assert rows[0][2] == "up", rows
+        assert not _banner(browser)["shown"], _banner(browser)
+
         path = _save_screenshot(browser, artifacts)
         assert path.is_file(), f"no screenshot at {path}"
-        assert path.read_bytes()[:8] == PNG_MAGIC, f"{path} is not a PNG"
 
         server.process.send_signal(signal.SIGINT)
         try:
@@ -290,3 +419,147 @@ def test_live_page_follows_the_pool(browser: Any, pg_dsn: str, artifacts: Path) 
                 pytrace=False,
             )
         assert status in (0, 130, -signal.SIGINT), f"exit status {status}:\n{server.output()}"
+
+
+def _check_charts(driver: Any) -> None:
+    """After the load: the three time charts and the histogram hold data, say what they
+    show (role, label, description) and explain their colours and marks."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def filled(d: Any) -> dict[str, Any] | None:
+        c = _charts(d)
+        ready = c["throughput"] and c["throughput"]["points"] >= 3 and c["bars"]
+        return c if ready and c["p99"] and c["p99"]["points"] >= 1 else None
+
+    charts = _until(WebDriverWait(driver, PAGE_WAIT, 0.2), filled) or _charts(driver)
+    throughput = charts["throughput"]
+    assert throughput, f"no throughput line: {charts}"
+    assert throughput["points"] >= 3, f"a throughput line of a point or two: {throughput}"
+    # Not flat: the load came and went within the window.
+    assert throughput["size"][1] > 5, f"a flat throughput line: {throughput}"
+    assert charts["p99"]["points"] >= 1, f"no p99 point: {charts['p99']}"
+    assert charts["p50"]["points"] >= 1, f"no p50 point: {charts['p50']}"
+    in_use = charts["in_use"]
+    assert in_use, f"no in-use area: {charts}"
+    assert in_use["max"] >= 1, f"nothing in use in the size chart: {in_use}"
+    assert not in_use["hidden"], in_use
+    assert in_use["size"][1] > 5, f"the in-use area has no height: {in_use}"
+    assert charts["idle"] is not None
+    assert charts["maxLine"], "no max-size line"
+    for name, chart in charts["charts"].items():
+        assert chart["role"] == "img", f"{name} has no role=img"
+        assert chart["label"].strip(), f"{name} has no label"
+        assert chart["description"].strip(), f"{name} has no text description"
+        assert chart["size"][0] > 300, f"{name} is narrow: {chart}"
+        assert chart["size"][1] > 120, f"{name} is flat: {chart}"
+    legends = charts["legends"]
+    missing = [word for word in LEGEND_WORDS if word not in legends]
+    assert not missing, f"legends lack {missing}: {legends}"
+    assert {"Throughput", "Pool size", "Servers"} <= set(charts["headings"]), charts["headings"]
+
+    # The whole run's histogram: every bucket that holds anything has a visible bar with its
+    # count above it, and a bigger count never has a lower bar.
+    bars = charts["bars"]
+    assert bars, "no histogram bar after the load"
+    for bar in bars:
+        assert bar["count"] >= 1
+        assert bar["height"] >= MIN_BAR, f"an invisible bar: {bar}"
+        assert bar["label"] == _compact(bar["count"]), bar
+    by_count = sorted(bars, key=lambda b: b["count"])
+    for low, high in itertools.pairwise(by_count):
+        assert low["height"] <= high["height"] + 0.5, f"heights disagree with counts: {bars}"
+
+
+def _check_log_histogram(driver: Any) -> None:
+    """Counts of 1 and 1000 side by side: both bars visible, on a log scale (a linear one
+    would draw the 1 a thousand times lower than the 1000)."""
+    counts = [1000, 0, 1, 10, 100] + [0] * 12
+    bounds: list[float | None] = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05]
+    bounds += [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, None]
+    buckets = [{"le": le, "count": n} for le, n in zip(bounds, counts, strict=True)]
+    drawn = driver.execute_script(
+        "window.pgfleetLive.drawHistogram({buckets: arguments[0], count: 1111});"
+        "return [...document.querySelectorAll('#histogram rect.bar')].map((r) => ["
+        "  Number(r.dataset.count), r.getBoundingClientRect().height,"
+        "  r.nextElementSibling.textContent]);",
+        buckets,
+    )
+    heights = {count: height for count, height, _ in drawn}
+    labels = {count: label for count, _, label in drawn}
+    assert set(heights) == {1, 10, 100, 1000}, drawn
+    assert heights[1] >= 10, f"the bar of 1 is hardly visible: {drawn}"
+    assert heights[1] < heights[10] < heights[100] < heights[1000], drawn
+    # log10(2) / log10(1001) of the 1000's height, give or take a pixel or two.
+    assert heights[1] == pytest.approx(heights[1000] * 0.1003, abs=2.5), drawn
+    assert labels == {1: "1", 10: "10", 100: "100", 1000: "1k"}, drawn
+
+
+@pytest.mark.timeout(150)
+def test_down_banner_follows_the_server(
+    browser: Any, make_cluster: ClusterFactory, artifacts: Path
+) -> None:
+    """Stop the server under an idle pool: the page says the database is down (banner,
+    status, the server's row) within seconds, and says it is back once it is."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    cluster = make_cluster()
+    port = _free_port()
+    with serve(cluster.conninfo(), port, "--pool-size", "4") as server:
+        url = server.wait_for_url(START_TIMEOUT)
+        browser.get(url)
+        wait = WebDriverWait(
+            browser, PAGE_WAIT, 0.1, ignored_exceptions=[StaleElementReferenceException]
+        )
+        up = _until(wait, lambda d: _hosts(d) if _hosts(d) and "up" in _hosts(d)[0] else None)
+        assert up is not None, f"no server row: {_hosts(browser)}\n{server.output()}"
+        assert up[0][0] == f"127.0.0.1:{cluster.port}", up
+        assert not _banner(browser)["shown"], _banner(browser)
+
+        cluster.stop()
+        # No request comes: the service's own check of its idle connections notices.
+        down = _until(wait, lambda d: _banner(d) if _banner(d)["shown"] else None)
+        if down is None:
+            pytest.fail(
+                f"no banner within {PAGE_WAIT:g} s of the server stopping: "
+                f"{_banner(browser)}\n{server.output()}",
+                pytrace=False,
+            )
+        assert down["role"] == "alert"
+        assert "database is down" in down["text"].lower(), down
+        assert "DOWN" in _text(browser, "status"), _text(browser, "status")
+        rows = _until(wait, lambda d: _hosts(d) if "down" in _hosts(d)[0] else None)
+        assert rows is not None, f"the server's row does not say down: {_hosts(browser)}"
+        # Requests meanwhile fail fast with a 503, and the banner stays.
+        with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT) as client:
+            assert client.get("/people", params={"name": "x"}).status_code == 503
+        _save_screenshot(browser, artifacts, "live-page-down.png")
+        assert _banner(browser)["shown"]
+
+        cluster.start()
+        back = _until(wait, lambda d: True if not _banner(d)["shown"] else None)
+        if back is None:
+            pytest.fail(
+                f"the banner stayed {PAGE_WAIT:g} s after the server came back: "
+                f"{_banner(browser)}\n{server.output()}",
+                pytrace=False,
+            )
+        assert "up" in _text(browser, "status"), _text(browser, "status")
+        rows = _until(wait, lambda d: _hosts(d) if "up" in _hosts(d)[0] else None)
+        assert rows is not None, f"the server's row does not say up: {_hosts(browser)}"
+        # The outage stays in the history: a shaded band and a reconnect mark.
+        marks = browser.execute_script(
+            "return {bands: document.querySelectorAll('#chart-size rect.down-band').length,"
+            " kinds: [...document.querySelectorAll('#chart-size text.mark')]"
+            "   .map((m) => m.dataset.kind)};"
+        )
+        assert marks["bands"] >= 1, marks
+        assert "reconnect" in marks["kinds"], marks
+
+        def back_in_events(d: Any) -> str | None:
+            events = _text(d, "events")
+            return events if "database is back" in events else None
+
+        events = _until(wait, back_in_events)
+        assert events is not None, f"no 'database is back' event: {_text(browser, 'events')}"
+        assert "database is down" in events, events

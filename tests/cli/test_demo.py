@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 from psycopg import sql
 
+from pgfleet.cli import demo as demo_cli
 from pgfleet.cli import main
-from pgfleet.demo._workload import LatencyHistogram
+from pgfleet.demo._workload import SCHEMA, SEED_ROWS, TABLE, LatencyHistogram
 from support.cluster import APP_DBNAME, APP_PASSWORD, APP_USER, PgCluster
 
 needs_embedded = pytest.mark.skipif(
@@ -120,41 +121,108 @@ def _assert_cleaned_up(stderr: str) -> None:
     assert _processes_mentioning(directory) == []
 
 
+def _schema_exists(pg: PgCluster, schema: str) -> bool:
+    rows = pg.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", schema, dbname=APP_DBNAME)
+    return bool(rows)
+
+
+def _public_people(pg: PgCluster) -> bool:
+    rows = pg.execute("SELECT to_regclass('public.people') IS NOT NULL", dbname=APP_DBNAME)
+    return bool(rows[0][0])
+
+
 @pytest.fixture
-def demo_dsn(pg: PgCluster) -> Iterator[str]:
-    """A DSN for the shared cluster's ``app`` user whose tables land in a private schema."""
-    schema = f"demo_{uuid.uuid4().hex[:12]}"
+def schema(pg: PgCluster) -> Iterator[str]:
+    """A schema name for one demo run (quotes and a space: it must reach the server as an
+    identifier, never pasted into SQL); dropped after the test if anything is left."""
+    name = f'demo {uuid.uuid4().hex[:8]} "q"; x'
+    yield name
     pg.execute(
-        sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
-            sql.Identifier(schema), sql.Identifier(APP_USER)
-        ),
+        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)),
         dbname=APP_DBNAME,
     )
-    try:
-        yield pg.conninfo(options=f"-c search_path={schema}")
-    finally:
-        pg.execute(
-            sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)), dbname=APP_DBNAME
-        )
 
 
 @pytest.mark.slow
-def test_demo_against_dsn(demo_dsn: str) -> None:
-    result = _run_demo("--dsn", demo_dsn, "--seconds", "0.5", "--clients", "4", "--pool-size", "2")
+def test_demo_against_dsn(pg: PgCluster, schema: str) -> None:
+    result = _run_demo(
+        "--dsn", pg.conninfo(), "--schema", schema,
+        "--seconds", "0.5", "--clients", "4", "--pool-size", "2",
+    )  # fmt: skip
     _assert_report(result)
     assert APP_PASSWORD not in result.stdout + result.stderr
     assert f"using --dsn ({APP_USER}@" in result.stderr
     assert "embedded" not in result.stderr
+    # The demo worked in its own schema and dropped it at exit; nothing landed in public.
+    assert f"demo: working in schema {schema!r} (dropped at exit" in result.stderr
+    assert f"demo: dropped schema {schema!r}" in result.stderr
+    assert not _schema_exists(pg, schema)
+    assert not _public_people(pg)
 
 
 @pytest.mark.slow
-def test_demo_uses_database_url(demo_dsn: str) -> None:
-    result = _run_demo(
-        "--seconds", "0.3", "--clients", "2", "--pool-size", "1", env=_env(DATABASE_URL=demo_dsn)
+def test_demo_uses_database_url_and_its_default_schema(pg: PgCluster) -> None:
+    assert not _schema_exists(pg, SCHEMA)
+    try:
+        result = _run_demo(
+            "--seconds", "0.3", "--clients", "2", "--pool-size", "1",
+            env=_env(DATABASE_URL=pg.conninfo()),
+        )  # fmt: skip
+        _assert_report(result)
+        assert "using DATABASE_URL" in result.stderr
+        assert APP_PASSWORD not in result.stdout + result.stderr
+        assert f"demo: dropped schema {SCHEMA!r}" in result.stderr
+        assert not _schema_exists(pg, SCHEMA)
+        assert not _public_people(pg)
+    finally:
+        pg.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)),
+            dbname=APP_DBNAME,
+        )
+
+
+@pytest.mark.slow
+def test_keep_leaves_the_schema_and_a_later_run_drops_it(pg: PgCluster, schema: str) -> None:
+    args = ("--dsn", pg.conninfo(), "--schema", schema, "--seconds", "0.2", "--clients", "2")
+    kept = _run_demo(*args, "--pool-size", "1", "--keep")
+    _assert_report(kept)
+    assert f"demo: kept schema {schema!r}" in kept.stderr
+    assert "DROP SCHEMA " + '"' + schema.replace('"', '""') + '"' + " CASCADE" in kept.stderr
+    table = sql.Identifier(schema, TABLE)
+    rows = pg.execute(sql.SQL("SELECT count(*) FROM {}").format(table), dbname=APP_DBNAME)
+    assert rows[0][0] >= SEED_ROWS
+    assert not _public_people(pg)
+
+    # The kept schema carries the demo's mark: the next run reuses it, then drops it.
+    again = _run_demo(*args, "--pool-size", "1")
+    _assert_report(again)
+    assert f"demo: dropped schema {schema!r}" in again.stderr
+    assert not _schema_exists(pg, schema)
+
+
+def test_a_schema_the_demo_did_not_make_is_left_alone(pg: PgCluster, schema: str) -> None:
+    theirs = sql.Identifier(schema)
+    pg.execute(
+        sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(theirs, sql.Identifier(APP_USER)),
+        dbname=APP_DBNAME,
     )
-    _assert_report(result)
-    assert "using DATABASE_URL" in result.stderr
-    assert APP_PASSWORD not in result.stdout + result.stderr
+    pg.execute(
+        sql.SQL("CREATE TABLE {} (v int)").format(sql.Identifier(schema, "precious")),
+        dbname=APP_DBNAME,
+    )
+    result = _run_demo("--dsn", pg.conninfo(), "--schema", schema, "--seconds", "0.2")
+    assert result.returncode == 2, result.stderr
+    assert f"demo: error: schema {schema!r} exists and was not created by pgfleet demo" in (
+        result.stderr
+    )
+    assert "--schema" in result.stderr
+    assert result.stdout == ""
+    rows = pg.execute(
+        "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'precious'",
+        schema,
+        dbname=APP_DBNAME,
+    )
+    assert rows, "the demo touched a schema that was not its own"
 
 
 @pytest.mark.slow
@@ -330,6 +398,9 @@ def test_settings_libpq_refuses_are_bad_input(monkeypatch: pytest.MonkeyPatch) -
         ("--seconds", "0"),
         ("--seconds", "nan"),
         ("--pool-size", "-1"),
+        ("--schema", ""),
+        ("--schema", "pg_mine"),
+        ("--schema", "x" * 64),
         ("--bogus",),
     ],
 )
@@ -392,3 +463,8 @@ def test_latency_histogram_quantiles() -> None:
     assert 0.050 <= histogram.quantile(0.5) <= 0.050 * 1.02
     assert 0.099 <= histogram.quantile(0.99) <= 0.099 * 1.02
     assert histogram.quantile(1.0) == pytest.approx(0.1)
+
+
+def test_the_command_line_names_the_demos_schema() -> None:
+    # The command line does not import the demo: its default must be the same name.
+    assert demo_cli.SCHEMA == SCHEMA

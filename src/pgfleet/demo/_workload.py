@@ -20,20 +20,30 @@ from pgfleet._text import describe
 
 __all__ = [
     "JOIN_GRACE",
+    "SCHEMA",
+    "SCHEMA_MARK",
     "SEED_ROWS",
     "TABLE",
     "ClientRecorder",
     "ConnectionSource",
     "LatencyHistogram",
+    "PeopleTable",
     "Progress",
     "RunResult",
+    "SchemaNotOurs",
     "Workload",
+    "create_schema",
+    "drop_schema",
     "prepare",
     "run_clients",
 ]
 
-#: The demo's table (created if missing, never dropped).
+#: The schema the demo works in (created for the run, dropped at exit unless kept).
+SCHEMA = "pgfleet_demo"
+#: The demo's table, in its schema.
 TABLE = "people"
+#: The comment that marks a schema as the demo's own: only such a schema is used and dropped.
+SCHEMA_MARK = "pgfleet demo: created by `pgfleet demo`, dropped when it exits"
 #: Rows named ``person-0000``... that the reads look up and the updates touch.
 SEED_ROWS = 300
 #: Shares of the mix: reads, then inserts; updates take the rest.
@@ -46,28 +56,99 @@ JOIN_GRACE = 5.0
 #: Seconds the clients get to finish their request when the run is interrupted.
 STOP_GRACE = 2.0
 
-_T = sql.Identifier(TABLE)
-_CREATE_TABLE = sql.SQL(
-    "CREATE TABLE IF NOT EXISTS {t} ("
-    " id uuid PRIMARY KEY DEFAULT gen_random_uuid(),"
-    " name text NOT NULL,"
-    " data jsonb)"
-).format(t=_T)
-_CREATE_INDEX = sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (name)").format(
-    i=sql.Identifier(f"{TABLE}_name_idx"), t=_T
+
+class SchemaNotOurs(RuntimeError):
+    """The schema exists and was not made by the demo: it is neither used nor dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeopleTable:
+    """The people table in its schema, and the statements the demo runs on it (composed
+    with `psycopg.sql.Identifier`: a schema name is never pasted into SQL)."""
+
+    schema: str
+    table: sql.Identifier
+    create: sql.Composed
+    index: sql.Composed
+    seed: sql.Composed
+    seed_ids: sql.Composed
+    by_name: sql.Composed
+    insert: sql.Composed
+    update: sql.Composed
+
+    @classmethod
+    def in_schema(cls, schema: str = SCHEMA) -> PeopleTable:
+        """The table ``people`` in `schema`."""
+        t = sql.Identifier(schema, TABLE)
+        return cls(
+            schema=schema,
+            table=t,
+            create=sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {t} ("
+                " id uuid PRIMARY KEY DEFAULT gen_random_uuid(),"
+                " name text NOT NULL,"
+                " data jsonb)"
+            ).format(t=t),
+            index=sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (name)").format(
+                i=sql.Identifier(f"{TABLE}_name_idx"), t=t
+            ),
+            seed=sql.SQL(
+                "INSERT INTO {t} (name, data)"
+                " SELECT seed.name, jsonb_build_object('seed', seed.n)"
+                " FROM unnest(%s::text[]) WITH ORDINALITY AS seed(name, n)"
+                " WHERE NOT EXISTS (SELECT 1 FROM {t} AS p WHERE p.name = seed.name)"
+            ).format(t=t),
+            seed_ids=sql.SQL("SELECT id FROM {t} WHERE name = ANY(%s)").format(t=t),
+            by_name=sql.SQL("SELECT id, name, data FROM {t} WHERE name = %s").format(t=t),
+            insert=sql.SQL("INSERT INTO {t} (name, data) VALUES (%s, %s)").format(t=t),
+            update=sql.SQL(
+                "UPDATE {t} SET data = coalesce(data, '{{}}'::jsonb) || %s::jsonb WHERE id = %s"
+            ).format(t=t),
+        )
+
+    @property
+    def qualified_name(self) -> str:
+        """``schema.people``, for messages."""
+        return f"{self.schema}.{TABLE}"
+
+
+_SCHEMA_COMMENT = sql.SQL(
+    "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s"
 )
-_SEED = sql.SQL(
-    "INSERT INTO {t} (name, data)"
-    " SELECT seed.name, jsonb_build_object('seed', seed.n)"
-    " FROM unnest(%s::text[]) WITH ORDINALITY AS seed(name, n)"
-    " WHERE NOT EXISTS (SELECT 1 FROM {t} AS p WHERE p.name = seed.name)"
-).format(t=_T)
-_SEED_IDS = sql.SQL("SELECT id FROM {t} WHERE name = ANY(%s)").format(t=_T)
-_SELECT = sql.SQL("SELECT id, name, data FROM {t} WHERE name = %s").format(t=_T)
-_INSERT = sql.SQL("INSERT INTO {t} (name, data) VALUES (%s, %s)").format(t=_T)
-_UPDATE = sql.SQL(
-    "UPDATE {t} SET data = coalesce(data, '{{}}'::jsonb) || %s::jsonb WHERE id = %s"
-).format(t=_T)
+
+
+def _schema_comment(conn: psycopg.Connection[Any], schema: str) -> tuple[bool, str | None]:
+    """Whether `schema` exists, and its comment."""
+    row = conn.execute(_SCHEMA_COMMENT, (schema,)).fetchone()
+    return (False, None) if row is None else (True, row[0])
+
+
+def create_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create `schema` marked as the demo's, or reuse one the demo made before.
+
+    Raises `SchemaNotOurs` when a schema of that name exists without the demo's mark.
+    """
+    with conn.transaction():
+        exists, comment = _schema_comment(conn, schema)
+        if exists and comment != SCHEMA_MARK:
+            raise SchemaNotOurs(
+                f"schema {schema!r} exists and was not created by pgfleet demo: it is left"
+                " alone (choose another with --schema)"
+            )
+        name = sql.Identifier(schema)
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(name, sql.Literal(SCHEMA_MARK)))
+
+
+def drop_schema(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """Drop `schema` and everything in it if it carries the demo's mark; whether it did."""
+    with conn.transaction():
+        exists, comment = _schema_comment(conn, schema)
+        if not exists or comment != SCHEMA_MARK:
+            return False
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    return True
+
 
 #: Where a client gets a connection for one request; leaving the block commits.
 ConnectionSource = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
@@ -77,32 +158,37 @@ ConnectionSource = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
 class Workload:
     """What one request may touch: the seeded names and row ids."""
 
+    table: PeopleTable
     names: Sequence[str]
     ids: Sequence[UUID]
 
     def request(self, conn: psycopg.Connection[Any], rng: random.Random) -> None:
         """One request: mostly a lookup by name, else an insert or a jsonb update."""
         roll = rng.random()
+        t = self.table
         if roll < READ_SHARE:
-            conn.execute(_SELECT, (rng.choice(self.names),)).fetchall()
+            conn.execute(t.by_name, (rng.choice(self.names),)).fetchall()
         elif roll < READ_SHARE + INSERT_SHARE:
             name = f"visitor-{rng.getrandbits(48):012x}"
-            conn.execute(_INSERT, (name, Jsonb({"source": "pgfleet-demo"})))
+            conn.execute(t.insert, (name, Jsonb({"source": "pgfleet-demo"})))
         else:
-            conn.execute(_UPDATE, (Jsonb({"touched": rng.getrandbits(16)}), rng.choice(self.ids)))
+            conn.execute(t.update, (Jsonb({"touched": rng.getrandbits(16)}), rng.choice(self.ids)))
 
 
-def prepare(conn: psycopg.Connection[Any]) -> Workload:
-    """Create the table and its index if missing, seed it, and return the workload."""
+def prepare(conn: psycopg.Connection[Any], table: PeopleTable) -> Workload:
+    """Create the table and its index if missing, seed it, and return the workload.
+
+    The schema must exist (`create_schema`).
+    """
     names = [f"person-{n:04d}" for n in range(SEED_ROWS)]
     with conn.transaction():
-        conn.execute(_CREATE_TABLE)
-        conn.execute(_CREATE_INDEX)
-        conn.execute(_SEED, (names,))
-        ids = [row[0] for row in conn.execute(_SEED_IDS, (names,))]
+        conn.execute(table.create)
+        conn.execute(table.index)
+        conn.execute(table.seed, (names,))
+        ids = [row[0] for row in conn.execute(table.seed_ids, (names,))]
     if not ids:
-        raise RuntimeError(f"table {TABLE!r} holds none of the seeded rows")
-    return Workload(names=names, ids=ids)
+        raise RuntimeError(f"table {table.qualified_name!r} holds none of the seeded rows")
+    return Workload(table=table, names=names, ids=ids)
 
 
 class LatencyHistogram:
