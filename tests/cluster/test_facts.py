@@ -18,14 +18,16 @@ import pytest
 from psycopg import errors, sql
 
 from support.cluster import PgCluster
-from support.replication import Endpoint, Replication, parse_lsn, timeline_of_walfile
+from support.replication import Endpoint, HasPort, Replication, parse_lsn, timeline_of_walfile
 
 
 def app(node: PgCluster, **params: Any) -> psycopg.Connection[tuple[Any, ...]]:
     return psycopg.connect(node.conninfo(connect_timeout=5, **params), autocommit=True)
 
 
-def one(conn: psycopg.Connection[tuple[Any, ...]], query: str, *params: Any) -> Any:
+def one(
+    conn: psycopg.Connection[tuple[Any, ...]], query: str | sql.Composed, *params: Any
+) -> Any:
     row = conn.execute(query, params or None).fetchone()
     assert row is not None
     return row[0] if len(row) == 1 else row
@@ -172,7 +174,7 @@ def test_target_session_attrs_with_a_dead_first_host(shared_replication: Replica
             "standby": "standby",
         },
     }
-    nodes = {"dead": dead, "primary": primary, "standby": standby}
+    nodes: dict[str, HasPort] = {"dead": dead, "primary": primary, "standby": standby}
     got: dict[str, dict[str, str]] = {}
     slowest = 0.0
     for order, wanted in expected.items():

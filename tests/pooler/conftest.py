@@ -7,8 +7,6 @@ it). Without it these tests are skipped, and in CI (``CI`` set) they fail instea
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import pytest
 
 from support.cluster import PgCluster
 from support.pgbouncer import PgBouncer, find_pgbouncer
+from support.requirements import unavailable
 
 #: Server sessions per database and user: small, so that clients share them.
 POOL_SIZE = 3
@@ -24,27 +23,13 @@ POOL_SIZE = 3
 BouncerFactory = Callable[..., PgBouncer]
 
 
-def in_ci() -> bool:
-    """True under a CI service (``CI`` set and not false), where missing tools fail."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def require_tool(name: str, package: str, found: Path | str | None = None) -> Path:
-    """The path of the tool `name`; skip the test without it (fail in CI) naming the apt
-    `package`. (A local stand-in for the shared ``tests/support`` helper of the same name.)"""
-    path = found if found is not None else shutil.which(name)
-    if path is None:
-        reason = f"{name} is not installed (apt-get install {package})"
-        if in_ci():
-            pytest.fail(f"{reason}; CI must install it (.ci/run does)", pytrace=False)
-        pytest.skip(reason)
-    return Path(path)
-
-
 @pytest.fixture(scope="session")
 def pgbouncer_bin() -> Path:
-    """The pgbouncer binary (see `require_tool`)."""
-    return require_tool("pgbouncer", "pgbouncer", find_pgbouncer())
+    """The pgbouncer binary; skips without it (fails in CI, where .ci/run installs it)."""
+    found = find_pgbouncer()
+    if found is None:
+        unavailable("needs pgbouncer: apt-get install pgbouncer")
+    return Path(found)
 
 
 @pytest.fixture(scope="module")

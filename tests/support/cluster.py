@@ -350,7 +350,7 @@ class PgCluster:
         port: int | None = None,
         extra_conf: Mapping[str, object] | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    ) -> PgCluster:
+    ) -> Self:
         """A new initialized (not started) cluster copied from a stopped template."""
         if not template._bootstrapped or template.is_running():
             raise ClusterError("a template must have been started once and be stopped")

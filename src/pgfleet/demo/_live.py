@@ -19,6 +19,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from pgfleet import PoolStats
+from pgfleet._core.reasons import CloseReason
 from pgfleet.errors import DatabaseUnavailable
 
 __all__ = [
@@ -41,7 +42,7 @@ HISTORY_SECONDS = 600
 #: Seconds the headline numbers (throughput, wait percentiles) are computed over.
 RECENT_SECONDS = 10
 #: Close reasons that mean a connection was lost (it failed its check, or broke in use).
-LOST = ("check_failed", "broken")
+LOST: tuple[CloseReason, ...] = ("check_failed", "broken")
 
 #: Kinds of marks on the history. ``failover`` is reserved for pools that span a cluster.
 MARK_KINDS = ("grow", "shrink", "reconnect", "timeout", "down", "up", "failover")
