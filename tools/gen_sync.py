@@ -39,6 +39,8 @@ FILES: list[tuple[str, str]] = [
     ("src/pgfleet/_async/bulk.py", "src/pgfleet/_sync/bulk.py"),
     ("tests/tx/test_tx_async.py", "tests/tx/test_tx_sync.py"),
     ("tests/bulk/test_bulk_async.py", "tests/bulk/test_bulk_sync.py"),
+    ("tests/compat/_async/__init__.py", "tests/compat/_sync/__init__.py"),
+    ("tests/compat/_async/test_pool.py", "tests/compat/_sync/test_pool.py"),
 ]
 
 #: Whole-word renames applied before the generic ``AsyncX`` -> ``X`` rule.
