@@ -25,9 +25,7 @@ def app(node: PgCluster, **params: Any) -> psycopg.Connection[tuple[Any, ...]]:
     return psycopg.connect(node.conninfo(connect_timeout=5, **params), autocommit=True)
 
 
-def one(
-    conn: psycopg.Connection[tuple[Any, ...]], query: str | sql.Composed, *params: Any
-) -> Any:
+def one(conn: psycopg.Connection[tuple[Any, ...]], query: str | sql.Composed, *params: Any) -> Any:
     row = conn.execute(query, params or None).fetchone()
     assert row is not None
     return row[0] if len(row) == 1 else row

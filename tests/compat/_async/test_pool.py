@@ -1,0 +1,876 @@
+"""psycopg_pool's public API, run against psycopg_pool and pgfleet (issue #16).
+
+The reference is psycopg_pool 3.3's source and docstrings. This async file is the source;
+the threaded twin is generated (``python tools/gen_sync.py``). Tests marked for one class
+only are those where the other class has nothing to show (a null pool keeps no idle
+connection to check, drain or reset).
+"""
+
+# mypy keeps `pool.closed` narrowed across the calls that change it (python/mypy#9457),
+# and a pool class taken from `Impl` leaves its connection type unsolved.
+# mypy: disable-error-code="unreachable, var-annotated"
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from psycopg.pq import TransactionStatus
+
+from compat.helpers import PROMPT, Impl, Observer, insert, unique_app, with_app
+from support.cluster import PgCluster
+from support.flavours import AsyncFlavour, AsyncTask
+
+POOL = "AsyncConnectionPool"
+NULL_POOL = "AsyncNullConnectionPool"
+BOTH = pytest.mark.parametrize("kind", [POOL, NULL_POOL])
+
+
+class BodyError(Exception):
+    """Raised by the body of a ``connection()`` block."""
+
+
+class MyConnection(psycopg.AsyncConnection[Any]):
+    """A user's connection class."""
+
+
+def make(impl: Impl, kind: str, conninfo: Any, *, min_size: int = 1, **options: Any) -> Any:
+    """A pool of class `kind`, not open yet (``async with`` opens it); a null pool gets
+    ``min_size=0``, the only size it accepts."""
+    options.setdefault("open", False)
+    if kind == NULL_POOL:
+        min_size = 0
+    return getattr(impl, kind)(conninfo, min_size=min_size, **options)
+
+
+async def show(conn: Any, setting: str) -> str:
+    cur = await conn.execute("SELECT current_setting(%s)", [setting])
+    row = await cur.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+# -- construction ---------------------------------------------------------------------------
+
+
+@BOTH
+async def test_attributes_reflect_the_arguments(impl: Impl, kind: str, pg_dsn: str) -> None:
+    kwargs = {"application_name": "compat-attrs"}
+    pool = make(
+        impl,
+        kind,
+        pg_dsn,
+        kwargs=kwargs,
+        connection_class=MyConnection,
+        max_size=3,
+        max_waiting=5,
+        max_lifetime=100.0,
+        max_idle=50.0,
+        num_workers=2,
+        reconnect_timeout=7.0,
+        name="compat-attrs",
+        timeout=4.0,
+    )
+    assert pool.conninfo == pg_dsn
+    assert pool.kwargs == kwargs
+    assert pool.connection_class is MyConnection
+    assert pool.min_size == (0 if kind == NULL_POOL else 1)
+    assert pool.max_size == 3
+    assert pool.max_waiting == 5
+    assert pool.max_lifetime == 100.0
+    assert pool.max_idle == 50.0
+    assert pool.num_workers == 2
+    assert pool.reconnect_timeout == 7.0
+    assert pool.name == "compat-attrs"
+    assert pool.timeout == 4.0
+    assert pool.closed is True
+
+
+@BOTH
+async def test_defaults(impl: Impl, kind: str) -> None:
+    cls = getattr(impl, kind)
+    pool = cls(open=False)
+    other = cls(open=False)
+    assert pool.conninfo == ""
+    assert not pool.kwargs
+    assert pool.connection_class is psycopg.AsyncConnection
+    if kind == NULL_POOL:
+        # max_size 0 means "no limit" for a null pool.
+        assert (pool.min_size, pool.max_size) == (0, 0)
+    else:
+        assert (pool.min_size, pool.max_size) == (4, 4)
+    assert pool.timeout == 30.0
+    assert pool.max_waiting == 0
+    assert pool.max_lifetime == 3600.0
+    assert pool.max_idle == 600.0
+    assert pool.reconnect_timeout == 300.0
+    assert pool.num_workers == 3
+    assert pool.close_returns is False
+    assert isinstance(pool.name, str)
+    assert pool.name
+    assert pool.name != other.name
+    assert pool.closed is True
+
+
+@pytest.mark.parametrize(
+    ("min_size", "max_size"),
+    [(0, None), (0, 0), (-1, None), (-1, 2), (3, 2)],
+)
+async def test_invalid_sizes_raise_value_error(
+    impl: Impl, min_size: int, max_size: int | None
+) -> None:
+    with pytest.raises(ValueError):
+        impl.AsyncConnectionPool("", min_size=min_size, max_size=max_size, open=False)
+
+
+@pytest.mark.parametrize(("min_size", "max_size"), [(1, None), (1, 5), (2, 2), (0, -1)])
+async def test_null_pool_invalid_sizes_raise_value_error(
+    impl: Impl, min_size: int, max_size: int | None
+) -> None:
+    with pytest.raises(ValueError):
+        impl.AsyncNullConnectionPool("", min_size=min_size, max_size=max_size, open=False)
+
+
+@BOTH
+async def test_num_workers_must_be_positive(impl: Impl, kind: str) -> None:
+    with pytest.raises(ValueError):
+        make(impl, kind, "", max_size=2, num_workers=0)
+
+
+# -- opening and closing --------------------------------------------------------------------
+
+
+@BOTH
+async def test_a_pool_never_opened_is_closed(impl: Impl, kind: str, pg_dsn: str) -> None:
+    pool = make(impl, kind, pg_dsn, max_size=2)
+    assert pool.closed is True
+    with pytest.raises(impl.PoolClosed):
+        await pool.getconn()
+    with pytest.raises(impl.PoolClosed):
+        async with pool.connection():
+            pass
+
+
+@BOTH
+async def test_open_close_lifecycle(impl: Impl, kind: str, pg_dsn: str) -> None:
+    pool = make(impl, kind, pg_dsn, max_size=2)
+    await pool.open()
+    try:
+        assert pool.closed is False
+        await pool.open()  # a second open is a no-op
+        assert pool.closed is False
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+    finally:
+        await pool.close()
+    assert pool.closed is True
+    await pool.close()  # a second close is a no-op
+    with pytest.raises(impl.PoolClosed):
+        await pool.getconn()
+    with pytest.raises(impl.PoolClosed):
+        async with pool.connection():
+            pass
+    # A closed pool cannot be reopened.
+    with pytest.raises(impl.PoolClosed):
+        await pool.open()
+    assert pool.closed is True
+
+
+@BOTH
+async def test_context_manager_opens_and_closes(impl: Impl, kind: str, pg_dsn: str) -> None:
+    # The documented form, without `open`: no warning (warnings are errors here).
+    min_size = 0 if kind == NULL_POOL else 1
+    cls = getattr(impl, kind)
+    async with cls(pg_dsn, min_size=min_size, max_size=2) as pool:
+        assert pool.closed is False
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+    assert pool.closed is True
+    with pytest.raises(impl.PoolClosed):
+        await pool.getconn()
+
+
+@BOTH
+async def test_context_manager_closes_on_error(impl: Impl, kind: str, pg_dsn: str) -> None:
+    with pytest.raises(BodyError):
+        async with make(impl, kind, pg_dsn, max_size=2) as pool:
+            raise BodyError
+    assert pool.closed is True
+
+
+@BOTH
+async def test_context_manager_does_not_wait_for_a_database_that_is_down(
+    impl: Impl, kind: str, dead_dsn: str
+) -> None:
+    # The documented form, `open` not given.
+    min_size = 0 if kind == NULL_POOL else 1
+    started = time.monotonic()
+    async with getattr(impl, kind)(dead_dsn, min_size=min_size, max_size=2) as pool:
+        assert time.monotonic() - started < PROMPT
+        assert pool.closed is False
+        # Housekeeping before the first checkout runs (the pool is open, not ready).
+        await pool.resize(pool.min_size, 3)
+        assert pool.max_size == 3
+        if kind == NULL_POOL:
+            # A null pool connects in the caller: the connect error itself surfaces.
+            with pytest.raises(psycopg.OperationalError):
+                async with pool.connection(timeout=0.2):
+                    pass
+        else:
+            with pytest.raises(impl.PoolTimeout):
+                async with pool.connection(timeout=0.2):
+                    pass
+        assert pool.get_stats()["connections_errors"] >= 1
+    assert pool.closed is True
+
+
+@BOTH
+async def test_wait_times_out_and_closes_the_pool(impl: Impl, kind: str, dead_dsn: str) -> None:
+    pool = make(impl, kind, dead_dsn, max_size=2)
+    await pool.open()
+    try:
+        with pytest.raises(impl.PoolTimeout):
+            await pool.wait(timeout=0.2)
+        assert pool.closed is True
+    finally:
+        await pool.close()
+
+
+@BOTH
+async def test_open_wait_times_out(impl: Impl, kind: str, dead_dsn: str) -> None:
+    pool = make(impl, kind, dead_dsn, max_size=2)
+    try:
+        with pytest.raises(impl.PoolTimeout):
+            await pool.open(wait=True, timeout=0.2)
+    finally:
+        await pool.close()
+
+
+async def test_wait_returns_with_min_size_idle_connections(
+    impl: Impl, observer: Observer, pg_dsn: str
+) -> None:
+    app = unique_app()
+    async with make(impl, POOL, with_app(pg_dsn, app), min_size=2, max_size=3) as pool:
+        await pool.wait(timeout=PROMPT * 2)
+        stats = pool.get_stats()
+        assert stats["pool_available"] == 2
+        assert stats["pool_size"] == 2
+        assert observer.backends(app) == 2
+
+
+async def test_open_wait_true(impl: Impl, observer: Observer, pg_dsn: str) -> None:
+    app = unique_app()
+    pool = make(impl, POOL, with_app(pg_dsn, app), min_size=2, max_size=2)
+    try:
+        await pool.open(wait=True, timeout=PROMPT * 2)
+        assert pool.get_stats()["pool_available"] == 2
+        assert observer.backends(app) == 2
+    finally:
+        await pool.close()
+    await AsyncFlavour.wait_until(lambda: observer.backends(app) == 0)
+
+
+async def test_null_pool_wait_checks_connectivity(impl: Impl, pg_dsn: str) -> None:
+    async with make(impl, NULL_POOL, pg_dsn, max_size=2) as pool:
+        await pool.wait(timeout=PROMPT * 2)
+        stats = pool.get_stats()
+        assert stats["pool_available"] == 0
+        assert stats["connections_num"] == 1
+
+
+# -- lending --------------------------------------------------------------------------------
+
+
+@BOTH
+async def test_connection_commits_a_clean_block_and_rolls_back_a_failing_one(
+    impl: Impl, kind: str, pg_dsn: str, table: str, observer: Observer
+) -> None:
+    async with make(impl, kind, pg_dsn, max_size=1) as pool:
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            assert isinstance(conn, psycopg.AsyncConnection)
+            await conn.execute(insert(table), [1])
+        error = BodyError("the body failed")
+
+        async def failing_block() -> None:
+            async with pool.connection() as conn:
+                await conn.execute(insert(table), [2])
+                raise error
+
+        with pytest.raises(BodyError) as raised:
+            await failing_block()
+        assert raised.value is error  # passed through unchanged
+        assert observer.ids(table) == {1}
+        async with pool.connection() as conn:
+            assert conn.info.transaction_status == TransactionStatus.IDLE
+
+
+@BOTH
+async def test_getconn_putconn(
+    impl: Impl, kind: str, pg_dsn: str, table: str, observer: Observer
+) -> None:
+    async with make(impl, kind, pg_dsn, max_size=1) as pool:
+        conn = await pool.getconn(timeout=PROMPT * 2)
+        assert isinstance(conn, psycopg.AsyncConnection)
+        cur = await conn.execute("SELECT %s::int + 1", [41])
+        assert await cur.fetchone() == (42,)
+        # Returned inside a transaction: the pool rolls it back.
+        await conn.execute(insert(table), [1])
+        await pool.putconn(conn)
+        assert observer.ids(table) == set()
+        conn = await pool.getconn(timeout=PROMPT)
+        try:
+            assert conn.info.transaction_status == TransactionStatus.IDLE
+        finally:
+            await pool.putconn(conn)
+        assert pool.get_stats()["requests_num"] == 2
+
+
+@BOTH
+async def test_connection_class(impl: Impl, kind: str, pg_dsn: str) -> None:
+    async with make(impl, kind, pg_dsn, max_size=1, connection_class=MyConnection) as pool:
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            assert type(conn) is MyConnection
+        conn = await pool.getconn()
+        try:
+            assert type(conn) is MyConnection
+        finally:
+            await pool.putconn(conn)
+
+
+@BOTH
+async def test_putconn_of_a_foreign_connection_raises(impl: Impl, kind: str, pg_dsn: str) -> None:
+    async with (
+        make(impl, kind, pg_dsn, max_size=1) as pool,
+        make(impl, kind, pg_dsn, max_size=1) as other,
+    ):
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as foreign:
+            with pytest.raises(ValueError):
+                await pool.putconn(foreign)
+            assert not foreign.closed
+        conn = await other.getconn(timeout=PROMPT * 2)
+        try:
+            with pytest.raises(ValueError):
+                await pool.putconn(conn)
+            assert not conn.closed
+        finally:
+            await other.putconn(conn)
+
+
+@BOTH
+async def test_putconn_after_close_closes_the_connection(
+    impl: Impl, kind: str, pg_dsn: str
+) -> None:
+    pool = make(impl, kind, pg_dsn, max_size=2)
+    await pool.open()
+    try:
+        conn = await pool.getconn(timeout=PROMPT * 2)
+        async with pool.connection(timeout=PROMPT * 2) as conn2:
+            await pool.close()
+        # Leaving the block after close did not raise; nor does putconn.
+        await pool.putconn(conn)
+        assert conn.closed
+        assert conn2.closed
+    finally:
+        await pool.close()
+
+
+@BOTH
+async def test_pool_timeout_when_exhausted(impl: Impl, kind: str, pg_dsn: str) -> None:
+    async with make(impl, kind, pg_dsn, max_size=1, timeout=0.2) as pool:
+        held = await pool.getconn(timeout=PROMPT * 2)
+        before = pool.get_stats()
+        try:
+            started = time.monotonic()
+            with pytest.raises(impl.PoolTimeout):
+                await pool.getconn()  # the pool's own timeout
+            assert 0.1 <= time.monotonic() - started < PROMPT
+            started = time.monotonic()
+            with pytest.raises(impl.PoolTimeout):
+                async with pool.connection(timeout=0.1):
+                    pass
+            assert 0.05 <= time.monotonic() - started < PROMPT
+            stats = pool.get_stats()
+            assert stats["requests_errors"] == before.get("requests_errors", 0) + 2
+            assert stats["requests_queued"] == before.get("requests_queued", 0) + 2
+        finally:
+            await pool.putconn(held)
+        # The slot is free again.
+        async with pool.connection(timeout=PROMPT):
+            pass
+
+
+@BOTH
+async def test_too_many_requests(impl: Impl, kind: str, pg_dsn: str) -> None:
+    async with make(impl, kind, pg_dsn, max_size=1, max_waiting=1) as pool:
+        held = await pool.getconn(timeout=PROMPT * 2)
+        pid = held.info.backend_pid
+        waiter = AsyncTask(pool.getconn, PROMPT * 2)
+        try:
+            await AsyncFlavour.wait_until(lambda: pool.get_stats()["requests_waiting"] == 1)
+            with pytest.raises(impl.TooManyRequests):
+                await pool.getconn(timeout=PROMPT)
+            assert pool.get_stats()["requests_errors"] == 1
+        finally:
+            await pool.putconn(held)
+        conn = await waiter.join()
+        try:
+            if kind == POOL:
+                assert conn.info.backend_pid == pid  # handed over, not replaced
+        finally:
+            await pool.putconn(conn)
+
+
+@BOTH
+async def test_waiting_clients_are_served_in_order(impl: Impl, kind: str, pg_dsn: str) -> None:
+    async with make(impl, kind, pg_dsn, max_size=1) as pool:
+        held = await pool.getconn(timeout=PROMPT * 2)
+        first = AsyncTask(pool.getconn, PROMPT * 2)
+        await AsyncFlavour.wait_until(lambda: pool.get_stats()["requests_waiting"] == 1)
+        second = AsyncTask(pool.getconn, PROMPT * 2)
+        await AsyncFlavour.wait_until(lambda: pool.get_stats()["requests_waiting"] == 2)
+        await pool.putconn(held)
+        conn = await first.join()
+        assert not second.done()
+        await pool.putconn(conn)
+        conn = await second.join()
+        await pool.putconn(conn)
+
+
+@BOTH
+async def test_close_fails_waiting_clients_with_pool_closed(
+    impl: Impl, kind: str, pg_dsn: str
+) -> None:
+    pool = make(impl, kind, pg_dsn, max_size=1)
+    await pool.open()
+    try:
+        held = await pool.getconn(timeout=PROMPT * 2)
+        waiter = AsyncTask(pool.getconn, PROMPT * 2)
+        await AsyncFlavour.wait_until(lambda: pool.get_stats()["requests_waiting"] == 1)
+        await pool.close()
+        with pytest.raises(impl.PoolClosed):
+            await waiter.join()
+        await pool.putconn(held)
+        assert held.closed
+    finally:
+        await pool.close()
+
+
+@BOTH
+async def test_a_connection_closed_by_the_user_is_replaced(
+    impl: Impl, kind: str, observer: Observer, pg_dsn: str
+) -> None:
+    app = unique_app()
+    async with make(impl, kind, with_app(pg_dsn, app), max_size=1) as pool:
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            pid = conn.info.backend_pid
+            await conn.close()
+        # Leaving the block did not raise; the next checkout gets a working connection.
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            assert conn.info.backend_pid != pid
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+        assert pool.get_stats()["returns_bad"] == 1
+        if kind == POOL:
+            await AsyncFlavour.wait_until(
+                lambda: (
+                    pool.get_stats()["pool_available"] == 1 and pool.get_stats()["pool_size"] == 1
+                )
+            )
+            assert observer.backends(app) == 1
+        else:
+            assert pool.get_stats()["pool_size"] == 0
+            await AsyncFlavour.wait_until(lambda: observer.backends(app) == 0)
+
+
+async def test_close_returns_gives_the_connection_back(
+    impl: Impl, pg_dsn: str, table: str, observer: Observer
+) -> None:
+    async with make(impl, POOL, pg_dsn, max_size=1, close_returns=True) as pool:
+        assert pool.close_returns is True
+        await pool.wait(timeout=PROMPT * 2)
+        conn = await pool.getconn(timeout=PROMPT)
+        pid = conn.info.backend_pid
+        await conn.execute(insert(table), [1])
+        await conn.close()  # returns it (rolled back), does not close it
+        assert not conn.closed
+        assert observer.ids(table) == set()
+        await AsyncFlavour.wait_until(lambda: pool.get_stats()["pool_available"] == 1)
+        conn = await pool.getconn(timeout=PROMPT)
+        try:
+            assert conn.info.backend_pid == pid
+            assert conn.info.transaction_status == TransactionStatus.IDLE
+        finally:
+            await conn.close()
+        assert pool.get_stats()["pool_size"] == 1
+
+
+# -- callbacks ------------------------------------------------------------------------------
+
+
+@BOTH
+async def test_configure_runs_on_each_new_connection(impl: Impl, kind: str, pg_dsn: str) -> None:
+    configured: list[int] = []
+
+    async def configure(conn: Any) -> None:
+        await conn.set_autocommit(True)
+        configured.append(conn.info.backend_pid)
+
+    async with make(impl, kind, pg_dsn, max_size=1, configure=configure) as pool:
+        for _ in range(3):
+            async with pool.connection(timeout=PROMPT * 2) as conn:
+                assert conn.autocommit is True
+                assert conn.info.backend_pid in configured
+    # A null pool makes a connection per checkout; a pool keeps its one connection.
+    assert len(configured) == (3 if kind == NULL_POOL else 1)
+
+
+async def test_reset_runs_when_a_connection_comes_back(impl: Impl, pg_dsn: str) -> None:
+    resets: list[int] = []
+
+    async def reset(conn: Any) -> None:
+        await conn.execute("RESET statement_timeout")
+        await conn.commit()
+        resets.append(conn.info.backend_pid)
+
+    async with make(impl, POOL, pg_dsn, max_size=1, reset=reset) as pool:
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            pid = conn.info.backend_pid
+            await conn.execute("SET statement_timeout = '123s'")
+        async with pool.connection(timeout=PROMPT) as conn:
+            assert conn.info.backend_pid == pid
+            assert await show(conn, "statement_timeout") == "0"
+        assert resets[0] == pid
+
+
+async def test_a_reset_leaving_a_transaction_open_discards_the_connection(
+    impl: Impl, pg_dsn: str
+) -> None:
+    async def reset(conn: Any) -> None:
+        await conn.execute("SELECT 1")  # leaves the connection INTRANS
+
+    async with make(impl, POOL, pg_dsn, max_size=1, reset=reset) as pool:
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            pid = conn.info.backend_pid
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            assert conn.info.backend_pid != pid
+
+
+@BOTH
+async def test_check_runs_at_each_checkout(impl: Impl, kind: str, pg_dsn: str) -> None:
+    checks: list[int] = []
+
+    async def check(conn: Any) -> None:
+        checks.append(conn.info.backend_pid)
+        if len(checks) == 1:
+            raise psycopg.OperationalError("the first check fails")
+
+    async with make(impl, kind, pg_dsn, max_size=1, check=check) as pool:
+        # The failed check does not reach the caller: it gets another (checked) connection.
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+        assert len(checks) == 2
+        async with pool.connection(timeout=PROMPT) as conn:
+            assert checks[-1] == conn.info.backend_pid
+        assert len(checks) == 3
+
+
+async def test_check_connection_as_the_check_callback(
+    impl: Impl, pg: PgCluster, pg_dsn: str
+) -> None:
+    app = unique_app()
+    check = impl.AsyncConnectionPool.check_connection
+    async with make(impl, POOL, with_app(pg_dsn, app), max_size=1, check=check) as pool:
+        await pool.wait(timeout=PROMPT * 2)
+        async with pool.connection(timeout=PROMPT) as conn:
+            pid = conn.info.backend_pid
+            assert conn.autocommit is False  # the check restored it
+        assert pg.terminate_backends(app) == 1
+        # The dead connection fails the check and is replaced, unseen by the caller.
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            assert conn.info.backend_pid != pid
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+        assert pool.get_stats()["connections_lost"] == 1
+
+
+async def test_check_connection_on_a_live_and_a_closed_connection(impl: Impl, pg_dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        await impl.AsyncConnectionPool.check_connection(conn)
+        assert conn.autocommit is False
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+        await conn.close()
+        with pytest.raises(psycopg.OperationalError):
+            await impl.AsyncConnectionPool.check_connection(conn)
+
+
+async def test_reconnect_failed_is_called_after_reconnect_timeout(
+    impl: Impl, dead_dsn: str
+) -> None:
+    failed: list[Any] = []
+    async with make(
+        impl,
+        POOL,
+        dead_dsn,
+        max_size=1,
+        reconnect_timeout=0.1,
+        reconnect_failed=failed.append,
+    ) as pool:
+        assert pool.reconnect_timeout == 0.1
+        await AsyncFlavour.wait_until(lambda: failed)
+        assert failed[0] is pool
+
+
+@BOTH
+async def test_conninfo_callable_is_asked_for_each_new_connection(
+    impl: Impl, kind: str, pg_dsn: str
+) -> None:
+    app = unique_app()
+    calls: list[str] = []
+
+    def conninfo() -> str:
+        calls.append(f"{app}-{len(calls) + 1}")
+        return make_conninfo(pg_dsn, application_name=calls[-1])
+
+    async with make(impl, kind, conninfo, max_size=2) as pool:
+        assert pool.conninfo is conninfo
+        seen = await _names_of_two_connections(pool, kind)
+    assert seen == {f"{app}-1", f"{app}-2"}
+    assert calls == [f"{app}-1", f"{app}-2"]
+
+
+@BOTH
+async def test_kwargs_callable_is_asked_for_each_new_connection(
+    impl: Impl, kind: str, pg_dsn: str
+) -> None:
+    app = unique_app()
+    calls: list[str] = []
+
+    def kwargs() -> dict[str, Any]:
+        calls.append(f"{app}-{len(calls) + 1}")
+        return {"application_name": calls[-1]}
+
+    async with make(impl, kind, pg_dsn, kwargs=kwargs, max_size=2) as pool:
+        assert pool.kwargs is kwargs
+        seen = await _names_of_two_connections(pool, kind)
+    assert seen == {f"{app}-1", f"{app}-2"}
+    assert calls == [f"{app}-1", f"{app}-2"]
+
+
+async def _names_of_two_connections(pool: Any, kind: str) -> set[str]:
+    """The application_names of two connections: held together from a pool (its
+    min_size=1 connection and one more), one after the other from a null pool (which
+    makes one per checkout)."""
+    if kind == NULL_POOL:
+        names = set()
+        for _ in range(2):
+            async with pool.connection(timeout=PROMPT * 2) as conn:
+                names.add(await show(conn, "application_name"))
+        return names
+    await pool.wait(timeout=PROMPT * 2)
+    first = await pool.getconn(timeout=PROMPT)
+    second = await pool.getconn(timeout=PROMPT * 2)
+    try:
+        return {await show(first, "application_name"), await show(second, "application_name")}
+    finally:
+        await pool.putconn(first)
+        await pool.putconn(second)
+
+
+# -- maintenance ----------------------------------------------------------------------------
+
+
+async def test_resize(impl: Impl, observer: Observer, pg_dsn: str) -> None:
+    app = unique_app()
+    async with make(impl, POOL, with_app(pg_dsn, app), max_size=1) as pool:
+        await pool.wait(timeout=PROMPT * 2)
+        await pool.resize(2, 3)
+        assert (pool.min_size, pool.max_size) == (2, 3)
+        await pool.wait(timeout=PROMPT * 2)
+        stats = pool.get_stats()
+        assert (stats["pool_min"], stats["pool_max"]) == (2, 3)
+        assert stats["pool_available"] == 2
+        assert observer.backends(app) == 2
+        with pytest.raises(ValueError):
+            await pool.resize(3, 2)
+        with pytest.raises(ValueError):
+            await pool.resize(0)
+        assert (pool.min_size, pool.max_size) == (2, 3)
+        await pool.resize(1)
+        assert (pool.min_size, pool.max_size) == (1, 1)
+
+
+async def test_null_pool_resize(impl: Impl, pg_dsn: str) -> None:
+    async with make(impl, NULL_POOL, pg_dsn, max_size=2) as pool:
+        await pool.resize(0, 5)
+        assert (pool.min_size, pool.max_size) == (0, 5)
+        with pytest.raises(ValueError):
+            await pool.resize(1, 5)
+        assert (pool.min_size, pool.max_size) == (0, 5)
+
+
+async def test_check_replaces_broken_idle_connections(
+    impl: Impl, pg: PgCluster, pg_dsn: str
+) -> None:
+    app = unique_app()
+    async with make(impl, POOL, with_app(pg_dsn, app), min_size=2, max_size=2) as pool:
+        await pool.wait(timeout=PROMPT * 2)
+        old = await _backend_pids(pool, 2)
+        assert pg.terminate_backends(app) == 2
+        await pool.check()
+        await pool.wait(timeout=PROMPT * 2)
+        assert pool.get_stats()["connections_lost"] == 2
+        new = await _backend_pids(pool, 2)
+        assert not old & new
+
+
+async def test_drain_replaces_every_connection(impl: Impl, pg_dsn: str) -> None:
+    async with make(impl, POOL, pg_dsn, min_size=2, max_size=2) as pool:
+        await pool.wait(timeout=PROMPT * 2)
+        lent = await pool.getconn(timeout=PROMPT)
+        old = {lent.info.backend_pid} | await _backend_pids(pool, 1)
+        await pool.drain()
+        # The connection lent during the drain is replaced when it comes back.
+        await pool.putconn(lent)
+        await pool.wait(timeout=PROMPT * 2)
+        new = await _backend_pids(pool, 2)
+        assert not old & new
+
+
+async def _backend_pids(pool: Any, count: int) -> set[int]:
+    """The backend pids of `count` connections held at once, then returned."""
+    conns = [await pool.getconn(timeout=PROMPT * 2) for _ in range(count)]
+    try:
+        return {conn.info.backend_pid for conn in conns}
+    finally:
+        for conn in conns:
+            await pool.putconn(conn)
+
+
+async def test_null_pool_check_and_drain_are_harmless(impl: Impl, pg_dsn: str) -> None:
+    async with make(impl, NULL_POOL, pg_dsn, max_size=2) as pool:
+        await pool.check()
+        await pool.drain()
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+
+
+# -- stats ----------------------------------------------------------------------------------
+
+
+@BOTH
+async def test_get_stats_and_pop_stats(impl: Impl, kind: str, pg_dsn: str) -> None:
+    async with make(impl, kind, pg_dsn, max_size=2) as pool:
+        if kind == POOL:
+            await pool.wait(timeout=PROMPT * 2)
+        for _ in range(3):
+            async with pool.connection(timeout=PROMPT * 2):
+                pass
+        stats = pool.get_stats()
+        for key in ("pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting"):
+            assert isinstance(stats[key], int), key
+        for key in ("requests_num", "usage_ms", "connections_num", "connections_ms"):
+            assert isinstance(stats[key], int), key
+        popped = pool.pop_stats()
+        for stat in (stats, popped):
+            assert stat["requests_num"] == 3
+            assert stat["connections_num"] == (3 if kind == NULL_POOL else 1)
+            assert stat["requests_waiting"] == 0
+        if kind == NULL_POOL:
+            assert (popped["pool_min"], popped["pool_max"]) == (0, 2)
+            assert (popped["pool_size"], popped["pool_available"]) == (0, 0)
+        else:
+            assert (popped["pool_min"], popped["pool_max"]) == (1, 2)
+            assert (popped["pool_size"], popped["pool_available"]) == (1, 1)
+        # pop_stats reset the counters, not the measures.
+        after = pool.get_stats()
+        assert after.get("requests_num", 0) == 0
+        assert after.get("connections_num", 0) == 0
+        assert after["pool_max"] == 2
+        assert after["pool_size"] == popped["pool_size"]
+        async with pool.connection(timeout=PROMPT * 2):
+            pass
+        assert pool.get_stats()["requests_num"] == 1
+
+
+# -- null pools -----------------------------------------------------------------------------
+
+
+async def test_null_pool_keeps_no_idle_connection(
+    impl: Impl, observer: Observer, pg_dsn: str
+) -> None:
+    app = unique_app()
+    async with make(impl, NULL_POOL, with_app(pg_dsn, app), max_size=2) as pool:
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            pid = conn.info.backend_pid
+            assert observer.backends(app) == 1
+        assert conn.closed
+        stats = pool.get_stats()
+        assert (stats["pool_size"], stats["pool_available"]) == (0, 0)
+        await AsyncFlavour.wait_until(lambda: observer.backends(app) == 0)
+        conn = await pool.getconn(timeout=PROMPT * 2)
+        assert conn.info.backend_pid != pid
+        await pool.putconn(conn)
+        assert conn.closed
+
+
+async def test_null_pool_max_size_bounds_concurrency_and_callers_queue(
+    impl: Impl, observer: Observer, pg_dsn: str
+) -> None:
+    app = unique_app()
+    async with make(impl, NULL_POOL, with_app(pg_dsn, app), max_size=2) as pool:
+        held = [await pool.getconn(timeout=PROMPT * 2) for _ in range(2)]
+        waiter = AsyncTask(pool.getconn, PROMPT * 2)
+        await AsyncFlavour.wait_until(lambda: pool.get_stats()["requests_waiting"] == 1)
+        with pytest.raises(impl.PoolTimeout):
+            await pool.getconn(timeout=0.1)
+        assert observer.backends(app) == 2
+        await pool.putconn(held.pop())
+        held.append(await waiter.join())
+        assert observer.backends(app) <= 2
+        for conn in held:
+            await pool.putconn(conn)
+        await AsyncFlavour.wait_until(lambda: observer.backends(app) == 0)
+
+
+async def test_null_pool_under_concurrent_workers(impl: Impl, pg_dsn: str) -> None:
+    lock = threading.Lock()
+    inside = [0]
+    most = [0]
+
+    async def worker() -> None:
+        for _ in range(3):
+            async with pool.connection(timeout=PROMPT * 4) as conn:
+                with lock:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                cur = await conn.execute("SELECT 1")
+                assert await cur.fetchone() == (1,)
+                with lock:
+                    inside[0] -= 1
+
+    async with make(impl, NULL_POOL, pg_dsn, max_size=2) as pool:
+        workers = [AsyncTask(worker) for _ in range(8)]
+        for task in workers:
+            await task.join(timeout=PROMPT * 8)
+        stats = pool.get_stats()
+        assert stats["requests_num"] == 24
+        assert (stats["pool_size"], stats["pool_available"]) == (0, 0)
+    assert 1 <= most[0] <= 2
+
+
+async def test_null_pool_without_max_size_is_unbounded(impl: Impl, pg_dsn: str) -> None:
+    async with impl.AsyncNullConnectionPool(pg_dsn, open=False) as pool:
+        held = [await pool.getconn(timeout=PROMPT * 2) for _ in range(3)]
+        try:
+            assert len({conn.info.backend_pid for conn in held}) == 3
+        finally:
+            for conn in held:
+                await pool.putconn(conn)
