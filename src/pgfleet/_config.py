@@ -9,26 +9,61 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from pgfleet._core import Backoff, CoreSettings
+from pgfleet._core.defaults import (
+    CHECK_AFTER_IDLE,
+    FAIL_FAST,
+    LEAK_TIMEOUT,
+    MAX_CONNECTING,
+    MAX_IDLE,
+    MAX_LIFETIME,
+    MAX_WAITING,
+    MIN_SIZE,
+    RECONNECT_DELAY,
+    RECONNECT_MAX_DELAY,
+)
+
+# The shell's own defaults; the engine's live in `pgfleet._core.defaults`, re-exported here
+# so that the pool constructors read every default from this module.
+TIMEOUT = 30.0
+CONNECT_TIMEOUT = 10.0
+RESET_TIMEOUT = 5.0
+
+__all__ = [
+    "CHECK_AFTER_IDLE",
+    "CONNECT_TIMEOUT",
+    "FAIL_FAST",
+    "LEAK_TIMEOUT",
+    "MAX_CONNECTING",
+    "MAX_IDLE",
+    "MAX_LIFETIME",
+    "MAX_WAITING",
+    "MIN_SIZE",
+    "RECONNECT_DELAY",
+    "RECONNECT_MAX_DELAY",
+    "RESET_TIMEOUT",
+    "TIMEOUT",
+    "PoolSettings",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
     """Everything that shapes a pool's behaviour, checked once at construction."""
 
-    min_size: int = 4
+    min_size: int = MIN_SIZE
     max_size: int | None = None
-    timeout: float = 30.0
-    max_waiting: int = 0
-    max_lifetime: float | None = 3600.0
-    max_idle: float | None = 600.0
-    check_after_idle: float | None = 1.0
-    leak_timeout: float | None = None
-    connect_timeout: float = 10.0
-    reset_timeout: float = 5.0
-    max_connecting: int = 2
-    fail_fast: bool = True
-    reconnect_delay: float = 0.1
-    reconnect_max_delay: float = 2.0
+    timeout: float = TIMEOUT
+    max_waiting: int = MAX_WAITING
+    max_lifetime: float | None = MAX_LIFETIME
+    max_idle: float | None = MAX_IDLE
+    check_after_idle: float | None = CHECK_AFTER_IDLE
+    leak_timeout: float | None = LEAK_TIMEOUT
+    connect_timeout: float = CONNECT_TIMEOUT
+    reset_timeout: float = RESET_TIMEOUT
+    max_connecting: int = MAX_CONNECTING
+    fail_fast: bool = FAIL_FAST
+    reconnect_delay: float = RECONNECT_DELAY
+    reconnect_max_delay: float = RECONNECT_MAX_DELAY
     #: Behind a pooler in transaction mode (see `pgfleet._postgres.pooler`).
     transaction_pooler: bool = False
 

@@ -22,6 +22,7 @@ from pgfleet._async.manager import AsyncManager
 from pgfleet._postgres import pooler, tls, wire
 from pgfleet._postgres.connect_errors import is_permanent_error
 from pgfleet._postgres.conninfo import ConnTarget
+from pgfleet._text import hints
 from pgfleet.errors import TransactionPoolerError
 
 ConnectionCallback = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
@@ -186,9 +187,7 @@ class AsyncPostgresManager(AsyncManager[psycopg.AsyncConnection[Any]]):
         if safe != text:  # libpq never echoes a password; this is the belt to its braces
             error = type(error)(safe).with_traceback(error.__traceback__)
         hint = tls.connect_error_hint(error, self.target.params)
-        if hint is not None and not any(
-            note.startswith("hint: ") for note in getattr(error, "__notes__", ())
-        ):
+        if hint is not None and not hints(error):
             error.add_note(f"hint: {self.target.redact(hint)}")
         return error
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from pgfleet._core.defaults import RECONNECT_DELAY, RECONNECT_MAX_DELAY
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -14,8 +16,8 @@ class Backoff:
     whole window, so a database coming back is not met by a herd.
     """
 
-    initial: float = 0.1
-    cap: float = 2.0
+    initial: float = RECONNECT_DELAY
+    cap: float = RECONNECT_MAX_DELAY
 
     def __post_init__(self) -> None:
         if not 0 < self.initial <= self.cap:

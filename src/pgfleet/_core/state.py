@@ -66,6 +66,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Generic, Literal, TypeVar
 
+from pgfleet._core import defaults
 from pgfleet._core.actions import (
     WAKEUP,
     Action,
@@ -106,16 +107,16 @@ ORPHANED: Final = "orphaned"
 class CoreSettings:
     """The engine's policy knobs, already validated by the shell's settings."""
 
-    min_size: int = 4
-    max_size: int = 4
-    max_waiting: int = 0
-    max_lifetime: float | None = 3600.0
-    lifetime_jitter: float = 0.1
-    max_idle: float | None = 600.0
-    check_after_idle: float | None = 1.0
-    max_connecting: int = 2
-    leak_timeout: float | None = None
-    fail_fast: bool = True
+    min_size: int = defaults.MIN_SIZE
+    max_size: int = defaults.MIN_SIZE
+    max_waiting: int = defaults.MAX_WAITING
+    max_lifetime: float | None = defaults.MAX_LIFETIME
+    lifetime_jitter: float = defaults.LIFETIME_JITTER
+    max_idle: float | None = defaults.MAX_IDLE
+    check_after_idle: float | None = defaults.CHECK_AFTER_IDLE
+    max_connecting: int = defaults.MAX_CONNECTING
+    leak_timeout: float | None = defaults.LEAK_TIMEOUT
+    fail_fast: bool = defaults.FAIL_FAST
     backoff: Backoff = field(default_factory=Backoff)
 
 

@@ -12,10 +12,7 @@ then carries out the returned actions outside the lock.
 from __future__ import annotations
 
 import logging
-import os
 import traceback
-import warnings
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
@@ -24,6 +21,7 @@ from typing import Any, Generic, Self, Unpack
 import psycopg
 from typing_extensions import TypeVar
 
+from pgfleet import _config as _defaults
 from pgfleet._acompat import (
     CoreLock,
     Event,
@@ -32,6 +30,7 @@ from pgfleet._acompat import (
     Workers,
     monotonic,
 )
+from pgfleet._base import BasePool
 from pgfleet._config import PoolSettings
 from pgfleet._core import (
     Action,
@@ -41,11 +40,7 @@ from pgfleet._core import (
     DiscardReason,
     Entry,
     Fail,
-    FailReason,
     HandOff,
-    PoolCore,
-    PoolStats,
-    Refusal,
     ReportLeak,
     Wakeup,
 )
@@ -54,35 +49,17 @@ from pgfleet._retry import TransactionOptions, TxSettings
 from pgfleet._sync import tx as _tx
 from pgfleet._sync.manager import ManagerHooks, ManagerProtocol
 from pgfleet._sync.postgres import ConnectionCallback, PostgresManager
-from pgfleet.errors import (
-    DatabaseUnavailable,
-    PoolClosed,
-    PoolError,
-    PoolTimeout,
-    TooManyRequests,
-)
+from pgfleet.errors import PoolError
 
 logger = logging.getLogger("pgfleet")
 
 ConnT = TypeVar("ConnT", default=psycopg.Connection[Any])
 
-_pool_numbers = iter(range(1, 1 << 62))
-_live_pools: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
-#: Connections inherited from a parent process: never closed, never collected.
-_ORPHANS: list[Any] = []
 #: The actions that wake a queued caller (a tuple: ``HandOff | Fail`` is rebuilt per use).
 _WAKES = (HandOff, Fail)
 
 
-def _forget_parent_connections() -> None:
-    for pool in list(_live_pools):
-        pool._forget_after_fork()
-
-
-os.register_at_fork(after_in_child=_forget_parent_connections)
-
-
-class Pool(Generic[ConnT]):
+class Pool(BasePool[ConnT], Generic[ConnT]):
     """A pool of connections for threaded programs.
 
     Args:
@@ -127,31 +104,34 @@ class Pool(Generic[ConnT]):
             ``pgfleet.pooler``). See `PostgresManager` and ``docs/pgbouncer.md``.
     """
 
+    _lock: CoreLock
+    manager: ManagerProtocol[ConnT]
+
     def __init__(
         self,
         conninfo: str | None = None,
         *,
         kwargs: Mapping[str, Any] | None = None,
         manager: ManagerProtocol[ConnT] | None = None,
-        min_size: int = 4,
+        min_size: int = _defaults.MIN_SIZE,
         max_size: int | None = None,
-        timeout: float = 30.0,
-        max_waiting: int = 0,
-        max_lifetime: float | None = 3600.0,
-        max_idle: float | None = 600.0,
-        check_after_idle: float | None = 1.0,
+        timeout: float = _defaults.TIMEOUT,
+        max_waiting: int = _defaults.MAX_WAITING,
+        max_lifetime: float | None = _defaults.MAX_LIFETIME,
+        max_idle: float | None = _defaults.MAX_IDLE,
+        check_after_idle: float | None = _defaults.CHECK_AFTER_IDLE,
         configure: ConnectionCallback | None = None,
         reset: ConnectionCallback | None = None,
         check: ConnectionCallback | None = None,
-        leak_timeout: float | None = None,
+        leak_timeout: float | None = _defaults.LEAK_TIMEOUT,
         name: str | None = None,
         open: bool = False,
-        connect_timeout: float = 10.0,
-        reset_timeout: float = 5.0,
-        max_connecting: int = 2,
-        fail_fast: bool = True,
-        reconnect_delay: float = 0.1,
-        reconnect_max_delay: float = 2.0,
+        connect_timeout: float = _defaults.CONNECT_TIMEOUT,
+        reset_timeout: float = _defaults.RESET_TIMEOUT,
+        max_connecting: int = _defaults.MAX_CONNECTING,
+        fail_fast: bool = _defaults.FAIL_FAST,
+        reconnect_delay: float = _defaults.RECONNECT_DELAY,
+        reconnect_max_delay: float = _defaults.RECONNECT_MAX_DELAY,
         retry_all_errors: bool = False,
         warn_unverified: bool = True,
         transaction_pooler: bool = False,
@@ -187,7 +167,7 @@ class Pool(Generic[ConnT]):
                     "pass either a manager or conninfo/kwargs/configure/reset/check/"
                     "warn_unverified/transaction_pooler, not both"
                 )
-            self.manager: ManagerProtocol[ConnT] = manager
+            self.manager = manager
         else:
             self.manager = PostgresManager(  # type: ignore[assignment]
                 conninfo,
@@ -210,57 +190,18 @@ class Pool(Generic[ConnT]):
         self._is_permanent = hooks.is_permanent
         #: Hides the manager's secrets in what the pool writes.
         self._redact = hooks.redact
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {name!r}")
-        self.name = name or f"pool-{next(_pool_numbers)}"
-        self.timeout = self.settings.timeout
-        if not isinstance(retry_all_errors, bool):
-            raise TypeError(f"retry_all_errors must be a bool, got {retry_all_errors!r}")
-        self._retry_all_errors = retry_all_errors
-        #: A connect error that waiting cannot heal (see `retry_all_errors`), until a success.
-        self._permanent_error: BaseException | None = None
-        self._opened_at = 0.0
-        self._ready_logged = False
-        self._core: PoolCore[ConnT] = PoolCore(self.settings.core(), name=self.name)
+        self._setup(name, retry_all_errors)
+        self._new_machinery()
+        self._register()
+        if open:
+            self._open_now()
+
+    def _new_machinery(self) -> None:
         self._lock = CoreLock()
         self._queue_clock = QueueClock()
         self._workers = Workers(self.name)
         self._wakeup = Event()
         self._state_changed = Event()
-        self._checkout_stacks: dict[int, str] = {}
-        #: What `getconn` lent, by ``id(conn)``, for `putconn` to find.
-        self._borrowed: dict[int, Entry[ConnT]] = {}
-        self._forked = False
-        self._opened = False
-        self._closed = False
-        _live_pools.add(self)
-        if open:
-            self._open_now()
-
-    @classmethod
-    def from_env(
-        cls,
-        conninfo: str | None = None,
-        *,
-        prefix: str = "PGFLEET_",
-        environ: Mapping[str, str] | None = None,
-        **settings: Any,
-    ) -> Pool[psycopg.Connection[Any]]:
-        """A pool configured from the environment (12-factor).
-
-        Where to connect: `conninfo`, else ``DATABASE_URL``, else libpq's ``PG*``
-        variables. Pool settings: ``{prefix}{SETTING}`` variables such as
-        ``PGFLEET_MAX_SIZE=20`` or ``PGFLEET_MAX_IDLE=none``; keyword arguments win
-        over the environment. A bad value raises ValueError naming the variable.
-        """
-        found = PoolSettings.env_overrides(prefix, environ, explicit=settings)
-        if conninfo is None and environ is not None:
-            conninfo = environ.get("DATABASE_URL", "")  # not os.environ's
-        return Pool(conninfo, **{**found, **settings})
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open" if self._opened else "new"
-        return f"<{type(self).__name__} {self.name!r} {state} {self.manager!r}>"
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -355,12 +296,7 @@ class Pool(Generic[ConnT]):
             )
         self._run(actions)
         self._workers.join(max(deadline - monotonic(), 1.0))
-        _live_pools.discard(self)
-
-    @property
-    def closed(self) -> bool:
-        """True once `close` was called."""
-        return self._closed
+        self._unregister()
 
     def __enter__(self) -> Self:
         try:
@@ -507,7 +443,9 @@ class Pool(Generic[ConnT]):
                 self.manager.check(conn, max(deadline - monotonic(), 0.001))
                 ok = True
         except Exception as exc:
-            logger.info("pool %r: connection failed its check: %s", self.name, _short(exc))
+            logger.info(
+                "pool %r: connection failed its check: %s", self.name, self._describe_short(exc)
+            )
         finally:
             if not ok:
                 self._discard(entry, "check_failed")
@@ -545,7 +483,11 @@ class Pool(Generic[ConnT]):
                 reset = True
                 now = monotonic()
         except Exception as exc:
-            logger.info("pool %r: discarding a returned connection: %s", self.name, _short(exc))
+            logger.info(
+                "pool %r: discarding a returned connection: %s",
+                self.name,
+                self._describe_short(exc),
+            )
             broken = True
         except BaseException:
             # Cancelled in the middle of the rollback: the connection is mid-exchange.
@@ -556,16 +498,6 @@ class Pool(Generic[ConnT]):
         with self._lock:
             actions = self._core.release(entry, now, broken=broken, reset=reset)
         self._after_release(actions)
-
-    def _leave_orphan(self, entry: Entry[ConnT]) -> None:
-        """A connection lent before ``os.fork()`` came back in the child: the parent's
-        session, so nothing is sent on it (no commit, no rollback, not even a look)."""
-        logger.warning(
-            "pool %r: a connection lent before os.fork() was given back in the child process;"
-            " it belongs to the parent and was left untouched (nothing committed or rolled"
-            " back)",
-            self.name,
-        )
 
     def _after_release(self, actions: Sequence[Action]) -> None:
         """Carry out what a release asked for; tell a closing pool one more came back."""
@@ -598,15 +530,6 @@ class Pool(Generic[ConnT]):
         with self._lock:
             actions = self._core.drain(monotonic())
         self._run(actions)
-
-    def stats(self) -> PoolStats:
-        """A consistent snapshot of the pool's state, counters and histograms."""
-        with self._lock:
-            return self._core.stats()
-
-    def get_stats(self) -> dict[str, Any]:
-        """The stats under psycopg_pool's key names (for drop-in users)."""
-        return self.stats().as_psycopg_pool_dict()
 
     # -- actions ---------------------------------------------------------------------
 
@@ -681,29 +604,6 @@ class Pool(Generic[ConnT]):
         self._state_changed.set()
         self._run(actions)
 
-    def _note_connect_failure(self, error: Exception, attempt: int, delay: float) -> None:
-        """Log a failed attempt once; remember it when waiting cannot heal it."""
-        if not self._retry_all_errors and self._is_permanent(error):
-            self._permanent_error = error
-        # A long outage repeats itself: INFO at attempts 1, 2, 4, 8..., DEBUG between.
-        level = logging.INFO if attempt & (attempt - 1) == 0 else logging.DEBUG
-        logger.log(
-            level,
-            "pool %r: connection attempt %d failed: %s; next attempt in %.2f s",
-            self.name,
-            attempt,
-            self._describe_error(error),
-            delay,
-        )
-
-    def _describe_error(self, error: BaseException) -> str:
-        """The first line of an error, with known secrets redacted."""
-        text = _short(error)
-        for note in getattr(error, "__notes__", ()):  # the manager's "hint: ..." notes
-            if isinstance(note, str) and note.startswith("hint: "):
-                text = f"{text}; {note}"
-        return self._redact(text)
-
     def _check_idle(self, entry: Entry[ConnT]) -> None:
         ok = False
         try:
@@ -711,7 +611,11 @@ class Pool(Generic[ConnT]):
                 self.manager.check(entry.conn, self.settings.connect_timeout)
                 ok = True
         except Exception as exc:
-            logger.info("pool %r: idle connection failed its check: %s", self.name, _short(exc))
+            logger.info(
+                "pool %r: idle connection failed its check: %s",
+                self.name,
+                self._describe_short(exc),
+            )
         with self._lock:
             actions = self._core.checked(entry, monotonic(), ok=ok)
         self._run(actions)
@@ -728,99 +632,9 @@ class Pool(Generic[ConnT]):
             self._run(actions)
             self._wakeup.wait(None if deadline == float("inf") else deadline - now)
 
-    def _report_leak(self, action: ReportLeak) -> None:
-        # The engine says which report this is: the entry may have changed hands since.
-        entry, held = action.entry, action.held
-        if not action.returned:
-            stack = self._checkout_stacks.get(entry.number, "(stack not recorded)")
-            logger.warning(
-                "pool %r: connection #%d held for %.1f s (leak_timeout=%s); checked out at:\n%s",
-                self.name,
-                entry.number,
-                held,
-                self.settings.leak_timeout,
-                stack,
-            )
-        else:
-            logger.info(
-                "pool %r: leaked connection #%d came back after %.1f s",
-                self.name,
-                entry.number,
-                held,
-            )
-
-    def _forget_after_fork(self) -> None:
-        """In a forked child: drop the parent's connections and machinery, untouched.
-
-        The parent's connections are kept referenced forever (`_ORPHANS`): if they
-        were garbage-collected, libpq would send a Terminate message on the parent's
-        sockets. The child opens its own connections on its next checkout.
-        """
-        _ORPHANS.extend(entry.conn for entry in self._core.forget_all())
-        self._core = PoolCore(self.settings.core(), name=self.name)
-        self._lock = CoreLock()
-        self._queue_clock = QueueClock()
-        self._workers = Workers(self.name)
-        self._wakeup = Event()
-        self._state_changed = Event()
-        self._checkout_stacks = {}
-        self._borrowed = {}
-        self._forked = self._opened and not self._closed
-        self._opened = False
-
     def _start_after_fork(self) -> None:
         self._forked = False
         self._open_now()
-
-    def _refused(self, refusal: Refusal, *, opening: bool = False) -> PoolError:
-        """The error for a caller the engine refused to queue (or a pool it will not open)."""
-        if refusal == "queue_full":
-            max_waiting = self._core.settings.max_waiting
-            return TooManyRequests(
-                f"pool {self.name!r} already has {max_waiting} requests waiting"
-                f" (max_waiting={max_waiting})"
-            )
-        if refusal == "not_open":
-            return PoolClosed(f"pool {self.name!r} is not open (call open() first)")
-        if opening:
-            return PoolClosed(f"pool {self.name!r} was closed and cannot be reopened")
-        return PoolClosed(f"pool {self.name!r} is closed")
-
-    def _failed(self, reason: FailReason) -> PoolError:
-        """The error for a queued caller the engine failed."""
-        if reason == "closed":
-            return self._refused("closed")
-        error = self._core.last_error  # what made the engine give up on the database
-        described = "" if error is None else f" ({self._describe_error(error)})"
-        failure = DatabaseUnavailable(
-            f"pool {self.name!r}: the database is unavailable{described};"
-            " the checkout failed fast instead of waiting"
-        )
-        failure.__cause__ = error
-        return failure
-
-    def _timeout_error(self, timeout: float, what: str) -> PoolTimeout:
-        stats = self._core.stats()
-        error = PoolTimeout(
-            f"pool {self.name!r}: no connection within {timeout:.3g} s ({what}; size={stats.size}"
-            f" idle={stats.idle} in_use={stats.in_use} waiting={stats.waiting}"
-            f" connecting={stats.connecting} max_size={stats.max_size})"
-            + (
-                f"; last connection error: {self._describe_error(self._core.last_error)}"
-                if self._core.last_error is not None
-                else ""
-            )
-        )
-        error.__cause__ = self._core.last_error
-        return error
-
-    def __del__(self) -> None:
-        if getattr(self, "_opened", False) and not getattr(self, "_closed", True):
-            warnings.warn(
-                f"{self!r} was never closed; call close() or use it as a context manager",
-                ResourceWarning,
-                stacklevel=2,
-            )
 
     # -- transactions (pgfleet._sync.tx) ---------------------------------------------
 
@@ -859,10 +673,6 @@ class Pool(Generic[ConnT]):
                 ...  # the whole transaction; read its results after the loop
         """
         return _tx.Attempts(self, TxSettings.build(**options))
-
-    def _count_transaction_retry(self) -> None:
-        with self._lock:
-            self._core.counters.transaction_retries += 1
 
 
 class ConnectionGuard(Generic[ConnT]):
@@ -925,8 +735,3 @@ class ConnectionGuard(Generic[ConnT]):
                 pool.manager.commit(entry.conn)
             finally:
                 pool._checkin(entry)
-
-
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

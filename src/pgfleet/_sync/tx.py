@@ -37,6 +37,7 @@ from psycopg import errors, pq
 from pgfleet._acompat import monotonic, sleep, wait_fd
 from pgfleet._postgres import wire
 from pgfleet._retry import TxSettings, Verdict
+from pgfleet._text import describe
 from pgfleet.errors import CommitOutcomeUnknown
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ class Attempts(Generic[TxConnT]):
                 self._pool.name,
                 attempt,
                 settings.max_attempts,
-                _reason(error, sqlstate, lost),
+                _reason(error, sqlstate, lost, self._pool._redact),
                 self._delay * 1000,
             )
             return True
@@ -308,7 +309,8 @@ def _begin(conn: psycopg.Connection[Any], modes: str, timeout: float) -> None:
         return
 
 
-def _reason(error: BaseException, sqlstate: str | None, lost: bool) -> str:
-    first_line = (str(error).strip().splitlines() or [""])[0]
+def _reason(
+    error: BaseException, sqlstate: str | None, lost: bool, redact: Callable[[str], str]
+) -> str:
     what = f"SQLSTATE {sqlstate}" if sqlstate else "connection lost" if lost else "error"
-    return f"{what}: {type(error).__name__}: {first_line}"
+    return f"{what}: {describe(error, redact=redact, with_type=True)}"
