@@ -522,7 +522,9 @@ class Trial:
     #: Scenario 2: writes acknowledged by the old primary (ledger-checked), all writes
     #: acknowledged after the terminate, failed calls.
     stale_acks: int = 0
+    #: Of the writes acknowledged after the terminate returned: all, and the stale ones.
     acks_after_terminate: int = 0
+    stale_after_terminate: int = 0
     failed_stale: int = 0
     #: Acknowledged before the crash, then lost with it (asynchronous replication).
     lost_in_crash: int = 0
@@ -534,7 +536,8 @@ class Trial:
         first = "never" if self.first_write is None else f"{self.first_write * 1000:.0f} ms"
         return (
             f"first write {first}, {self.failed_switch} failed; stale primary: "
-            f"{self.stale_acks}/{self.acks_after_terminate} acked by it, {self.failed_stale}"
+            f"{self.stale_acks} acked by it ({self.stale_after_terminate} of"
+            f" {self.acks_after_terminate} after the terminate), {self.failed_stale}"
             f" failed; {self.writes} calls {' '.join(self.notes)}"
         )
 
@@ -604,7 +607,9 @@ async def trial(
     )
     # Acknowledged by the old primary after its crash, and not on the new primary's history:
     # the server had a write that the real primary never saw.
-    result.stale_acks = sum(1 for a in report.off_history if a.port == old.port and a.at > crashed)
+    stale = [a for a in report.off_history if a.port == old.port and a.at > crashed]
+    result.stale_acks = len(stale)
+    result.stale_after_terminate = sum(1 for a in stale if a.at >= terminated)
     result.lost_in_crash = sum(1 for a in report.lost if a.at <= crashed)
     if result.failed_before:
         result.notes.append(f"{result.failed_before} calls failed before the crash")
@@ -635,7 +640,9 @@ def recovery(trials: Sequence[Trial]) -> list[float]:
 
 def shares(trials: Sequence[Trial]) -> list[float]:
     """Per trial, the stale primary's share of the writes acknowledged after the terminate."""
-    return [t.stale_acks / t.acks_after_terminate for t in trials if t.acks_after_terminate]
+    return [
+        t.stale_after_terminate / t.acks_after_terminate for t in trials if t.acks_after_terminate
+    ]
 
 
 def report(names: Sequence[str], trials: dict[str, list[Trial]]) -> str:
@@ -669,7 +676,8 @@ def report(names: Sequence[str], trials: dict[str, list[Trial]]) -> str:
                 times_of(shares(runs), shares(ref)),
                 f"{median([float(t.failed_stale) for t in runs]):.0f}",
                 " / ".join(
-                    f"{t.stale_acks} of {t.acks_after_terminate}, {t.failed_stale}" for t in runs
+                    f"{t.stale_after_terminate} of {t.acks_after_terminate}, {t.failed_stale}"
+                    for t in runs
                 ),
             ]
         )
