@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/failover_bench.py            # 3 trials per pool, about 2 minutes
+    .venv/bin/python bench/failover_bench.py            # 5 trials per pool, about 2 minutes
     .venv/bin/python bench/failover_bench.py --quick    # 1 trial per pool, about 40 seconds
 
 Every trial builds its own primary and streaming standby (``pg_basebackup -R -X stream``, from
@@ -779,7 +779,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Pools through a failover and a stale primary, side by side.",
     )
     parser.add_argument("--quick", action="store_true", help="one trial per pool, shorter")
-    parser.add_argument("--repeat", type=int, default=3, metavar="N", help="trials per pool")
+    parser.add_argument("--repeat", type=int, default=5, metavar="N", help="trials per pool")
     parser.add_argument(
         "--only",
         action="append",
