@@ -71,9 +71,11 @@ def _require_running_loop(pool: object) -> None:  # async-only
 
 class AsyncConnectionPool(AsyncPool[ConnT], Generic[ConnT]):
     """psycopg_pool's ``AsyncConnectionPool``: a pgfleet pool (`AsyncPool`) with
-    psycopg_pool's defaults and open semantics (see the module docstring). Every psycopg_pool 3.3 parameter has
-    the same default and meaning; pgfleet's own settings (``check_after_idle``,
-    ``leak_timeout``, ``connect_timeout``, ``fail_fast``...) are accepted by keyword too.
+    psycopg_pool's defaults and open semantics (see the module docstring).
+
+    Every psycopg_pool 3.3 parameter has the same default and meaning; pgfleet's own
+    settings (``check_after_idle``, ``leak_timeout``, ``connect_timeout``,
+    ``fail_fast``...) are accepted by keyword too.
     """
 
     _closes_lent = False
