@@ -106,9 +106,14 @@ class AsyncConnectionPool(AsyncPool[ConnT], Generic[ConnT]):
         min_size, engine_max_size = self._check_sizes(min_size, max_size)
         options.setdefault("fail_fast", False)
         options.setdefault("retry_all_errors", True)
+        engine_kwargs = kwargs
+        if isinstance(kwargs, Mapping) and "connect_timeout" in kwargs:
+            # psycopg_pool passes it to connect(); pgfleet bounds each attempt itself.
+            options.setdefault("connect_timeout", float(kwargs["connect_timeout"]))
+            engine_kwargs = {k: v for k, v in kwargs.items() if k != "connect_timeout"}
         super().__init__(
             conninfo,
-            kwargs=kwargs,  # type: ignore[arg-type]
+            kwargs=engine_kwargs,  # type: ignore[arg-type]
             connection_class=connection_class,
             min_size=min_size,
             max_size=engine_max_size,
@@ -127,6 +132,7 @@ class AsyncConnectionPool(AsyncPool[ConnT], Generic[ConnT]):
             close_returns=close_returns,
             **options,
         )
+        self.kwargs = kwargs  # as given
         #: Opened by default (``open`` not given): warn at first use, as psycopg_pool does.
         self._open_implicit = False
         if open:  # async-only

@@ -373,6 +373,16 @@ async def test_getconn_putconn(
 
 
 @BOTH
+async def test_kwargs_reach_connect(impl: Impl, kind: str, pg_dsn: str) -> None:
+    kwargs = {"autocommit": True, "connect_timeout": 3, "application_name": "compat-kwargs"}
+    async with make(impl, kind, pg_dsn, max_size=1, kwargs=kwargs) as pool:
+        assert pool.kwargs == kwargs
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            assert conn.autocommit is True
+            assert await show(conn, "application_name") == "compat-kwargs"
+
+
+@BOTH
 async def test_connection_class(impl: Impl, kind: str, pg_dsn: str) -> None:
     async with make(impl, kind, pg_dsn, max_size=1, connection_class=MyConnection) as pool:
         async with pool.connection(timeout=PROMPT * 2) as conn:

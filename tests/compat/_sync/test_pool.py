@@ -367,6 +367,16 @@ def test_getconn_putconn(
 
 
 @BOTH
+def test_kwargs_reach_connect(impl: Impl, kind: str, pg_dsn: str) -> None:
+    kwargs = {"autocommit": True, "connect_timeout": 3, "application_name": "compat-kwargs"}
+    with make(impl, kind, pg_dsn, max_size=1, kwargs=kwargs) as pool:
+        assert pool.kwargs == kwargs
+        with pool.connection(timeout=PROMPT * 2) as conn:
+            assert conn.autocommit is True
+            assert show(conn, "application_name") == "compat-kwargs"
+
+
+@BOTH
 def test_connection_class(impl: Impl, kind: str, pg_dsn: str) -> None:
     with make(impl, kind, pg_dsn, max_size=1, connection_class=MyConnection) as pool:
         with pool.connection(timeout=PROMPT * 2) as conn:
