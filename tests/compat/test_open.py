@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+import pgfleet
 from compat.helpers import PROMPT, Impl
 
 SYNC = pytest.mark.parametrize("kind", ["ConnectionPool", "NullConnectionPool"])
@@ -140,3 +141,18 @@ async def test_async_open_method_does_not_warn(impl: Impl, kind: str, pg_dsn: st
             await conn.execute("SELECT 1")
     finally:
         await pool.close()
+
+
+def test_pgfleet_async_pool_without_a_running_loop(pg_dsn: str) -> None:
+    # pgfleet's own AsyncPool says it as clearly (it never opens by default).
+    with pytest.raises(RuntimeError, match="AsyncPool open with no running loop"):
+        pgfleet.AsyncPool(pg_dsn, min_size=1, open=True)
+    pool = pgfleet.AsyncPool(pg_dsn, min_size=1)
+    assert pool.closed is True
+
+    async def use() -> None:
+        async with pool, pool.connection() as conn:
+            await conn.execute("SELECT 1")
+
+    asyncio.run(use())
+    assert pool.closed is True

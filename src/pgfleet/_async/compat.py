@@ -30,7 +30,6 @@ This file is the source of truth for the threaded classes: ``tools/gen_sync.py``
 
 from __future__ import annotations
 
-import asyncio  # async-only
 import warnings
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -59,14 +58,6 @@ NUM_WORKERS = 3
 
 #: What the engine is told for a null pool's ``max_size=0`` ("no limit").
 UNLIMITED = 1 << 31
-
-
-def _require_running_loop(pool: object) -> None:  # async-only
-    try:  # async-only
-        asyncio.get_running_loop()  # async-only
-    except RuntimeError:  # async-only
-        kind = type(pool).__name__  # async-only
-        raise RuntimeError(f"{kind} open with no running loop") from None  # async-only
 
 
 class AsyncConnectionPool(AsyncPool[ConnT], Generic[ConnT]):
@@ -106,6 +97,8 @@ class AsyncConnectionPool(AsyncPool[ConnT], Generic[ConnT]):
         min_size, engine_max_size = self._check_sizes(min_size, max_size)
         options.setdefault("fail_fast", False)
         options.setdefault("retry_all_errors", True)
+        if num_workers == NUM_WORKERS and "max_connecting" in options:
+            num_workers = options.pop("max_connecting")  # pgfleet's name (from_env, say)
         engine_kwargs = kwargs
         if isinstance(kwargs, Mapping) and "connect_timeout" in kwargs:
             # psycopg_pool passes it to connect(); pgfleet bounds each attempt itself.
@@ -171,10 +164,6 @@ class AsyncConnectionPool(AsyncPool[ConnT], Generic[ConnT]):
         if self._open_implicit:
             self._open_implicit = False
             self._warn_open_default()
-
-    def _open_now(self) -> None:  # async-only
-        _require_running_loop(self)  # async-only
-        super()._open_now()  # async-only
 
     async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         """Open the pool: it fills up to ``min_size`` in the background. With `wait`,

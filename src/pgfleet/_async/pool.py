@@ -8,6 +8,7 @@ then carries out the returned actions outside the lock.
 
 from __future__ import annotations
 
+import asyncio  # async-only
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -57,6 +58,15 @@ ConnT = TypeVar("ConnT", default=psycopg.AsyncConnection[Any])
 
 #: The actions that wake a queued caller (a tuple: ``HandOff | Fail`` is rebuilt per use).
 _WAKES = (HandOff, Fail)
+
+
+def _require_running_loop(pool: object) -> None:  # async-only
+    # psycopg_pool's error (and message): the pool's tasks need a loop to run on.  # async-only
+    try:  # async-only
+        asyncio.get_running_loop()  # async-only
+    except RuntimeError:  # async-only
+        kind = type(pool).__name__  # async-only
+        raise RuntimeError(f"{kind} open with no running loop") from None  # async-only
 
 
 class AsyncPool(BasePool[ConnT], Generic[ConnT]):
@@ -264,6 +274,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
             raise self._refused("closed", opening=True)
         if self._opened:
             return
+        _require_running_loop(self)  # async-only
         self._opened_at = monotonic()
         with self._lock:
             actions = self._core.open(self._opened_at)

@@ -100,6 +100,8 @@ class ConnectionPool(Pool[ConnT], Generic[ConnT]):
         min_size, engine_max_size = self._check_sizes(min_size, max_size)
         options.setdefault("fail_fast", False)
         options.setdefault("retry_all_errors", True)
+        if num_workers == NUM_WORKERS and "max_connecting" in options:
+            num_workers = options.pop("max_connecting")  # pgfleet's name (from_env, say)
         engine_kwargs = kwargs
         if isinstance(kwargs, Mapping) and "connect_timeout" in kwargs:
             # psycopg_pool passes it to connect(); pgfleet bounds each attempt itself.
