@@ -53,6 +53,25 @@ def test_implicit_open_warns_on_getconn_too(impl: Impl, kind: str, pg_dsn: str) 
 
 
 @SYNC
+def test_implicit_open_warns_on_wait_too(impl: Impl, kind: str, pg_dsn: str) -> None:
+    pool = getattr(impl, kind)(pg_dsn, min_size=min_size(kind), max_size=2)
+    try:
+        with pytest.warns(DeprecationWarning, match="open"):
+            pool.wait(timeout=PROMPT * 2)
+    finally:
+        pool.close()
+
+
+@SYNC
+def test_context_manager_does_not_warn(impl: Impl, kind: str, pg_dsn: str) -> None:
+    # `with` is the documented form: no `open` argument, no warning (warnings are errors).
+    with getattr(impl, kind)(pg_dsn, min_size=min_size(kind), max_size=2) as pool:
+        pool.wait(timeout=PROMPT * 2)
+        with pool.connection(timeout=PROMPT) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@SYNC
 def test_explicit_open_true_does_not_warn(impl: Impl, kind: str, pg_dsn: str) -> None:
     pool = getattr(impl, kind)(pg_dsn, min_size=min_size(kind), max_size=2, open=True)
     try:
