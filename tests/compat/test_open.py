@@ -175,3 +175,21 @@ def test_pgfleet_async_pool_without_a_running_loop(pg_dsn: str) -> None:
 
     asyncio.run(use())
     assert pool.closed is True
+
+
+def test_pgfleet_open_default_warning_names_the_callers_line(pg_dsn: str) -> None:
+    pool = pgfleet.ConnectionPool(pg_dsn, min_size=1, max_size=1)
+    try:
+        with pytest.warns(DeprecationWarning) as record:
+            conn = pool.getconn(timeout=PROMPT * 2)
+        pool.putconn(conn)
+    finally:
+        pool.close()
+    assert record[0].filename == __file__
+
+
+async def test_pgfleet_async_open_warning_names_the_callers_line(pg_dsn: str) -> None:
+    with pytest.warns(RuntimeWarning) as record:
+        pool = pgfleet.AsyncConnectionPool(pg_dsn, min_size=1, max_size=1, open=True)
+    await pool.close()
+    assert record[0].filename == __file__

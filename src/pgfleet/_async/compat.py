@@ -129,7 +129,7 @@ class AsyncConnectionPool(AsyncPool[ConnT], Generic[ConnT]):
         #: Opened by default (``open`` not given): warn at first use, as psycopg_pool does.
         self._open_implicit = False
         if open:  # async-only
-            self._warn_open_default()  # async-only
+            self._warn_open_default(2)  # async-only
         if open is None:
             open = self._open_implicit = True
         if open:
@@ -156,14 +156,18 @@ class AsyncConnectionPool(AsyncPool[ConnT], Generic[ConnT]):
             f" {kind}(...) as pool: ...`"
         )
 
-    def _warn_open_default(self) -> None:
-        # stacklevel 3: the user's line that called the method calling this one.
-        warnings.warn(self._open_default_message(), AsyncOpenDefaultWarning, stacklevel=3)
+    def _warn_open_default(self, stacklevel: int) -> None:
+        # `stacklevel` counts from the caller of this method.
+        warnings.warn(
+            self._open_default_message(), AsyncOpenDefaultWarning, stacklevel=stacklevel + 1
+        )
 
     def _warn_if_opened_by_default(self) -> None:
+        """Warn once, at first use, about a pool opened by default (the user's line is
+        two frames up: it called the public method that calls this one)."""
         if self._open_implicit:
             self._open_implicit = False
-            self._warn_open_default()
+            self._warn_open_default(3)
 
     async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         """Open the pool: it fills up to ``min_size`` in the background. With `wait`,
