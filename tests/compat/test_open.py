@@ -180,7 +180,7 @@ def test_pgfleet_async_pool_without_a_running_loop(pg_dsn: str) -> None:
 def test_pgfleet_open_default_warning_names_the_callers_line(pg_dsn: str) -> None:
     pool = pgfleet.ConnectionPool(pg_dsn, min_size=1, max_size=1)
     try:
-        with pytest.warns(DeprecationWarning) as record:
+        with pytest.warns(DeprecationWarning, match="open") as record:
             conn = pool.getconn(timeout=PROMPT * 2)
         pool.putconn(conn)
     finally:
@@ -189,7 +189,7 @@ def test_pgfleet_open_default_warning_names_the_callers_line(pg_dsn: str) -> Non
 
 
 async def test_pgfleet_async_open_warning_names_the_callers_line(pg_dsn: str) -> None:
-    with pytest.warns(RuntimeWarning) as record:
+    with pytest.warns(RuntimeWarning, match="constructor") as record:
         pool = pgfleet.AsyncConnectionPool(pg_dsn, min_size=1, max_size=1, open=True)
     await pool.close()
     assert record[0].filename == __file__
