@@ -115,8 +115,9 @@ class BasePool(Generic[ConnT]):
         self._closed = False
 
     def _new_core(self) -> PoolCore[ConnT]:
-        """The engine (`_keeps_idle` is the null pools' switch: see `PoolCore`)."""
-        # The engine honours keep_idle once it knows the null mode (issue #16).
+        """The engine, built here only (at construction and after a fork)."""
+        # Hook for the engine's null mode (issue #16): once `PoolCore` takes it, pass
+        # ``keep_idle=self._keeps_idle`` here; the null pools set it False.
         return PoolCore(self.settings.core(), name=self.name)
 
     def _new_machinery(self) -> None:
