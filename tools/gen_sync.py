@@ -61,6 +61,7 @@ NAMES: Mapping[str, str] = {
     "StopAsyncIteration": "StopIteration",
     "asleep": "sleep",
     "abounded": "bounded",
+    "aresolve": "resolve",
     "await_fd": "wait_fd",
     "anext": "next",
     "_async": "_sync",

@@ -3,13 +3,23 @@
 from pgfleet import bulk, rows, tx
 from pgfleet._async import (
     AsyncConnectionGuard,
+    AsyncConnectionPool,
     AsyncManager,
     AsyncManagerProtocol,
+    AsyncNullConnectionPool,
     AsyncPool,
     AsyncPostgresManager,
 )
 from pgfleet._core import PoolStats
-from pgfleet._sync import ConnectionGuard, Manager, ManagerProtocol, Pool, PostgresManager
+from pgfleet._sync import (
+    ConnectionGuard,
+    ConnectionPool,
+    Manager,
+    ManagerProtocol,
+    NullConnectionPool,
+    Pool,
+    PostgresManager,
+)
 from pgfleet._version import __version__
 from pgfleet.errors import (
     CommitOutcomeUnknown,
@@ -24,15 +34,19 @@ from pgfleet.tls import TLSInfo, tls_info
 
 __all__ = [
     "AsyncConnectionGuard",
+    "AsyncConnectionPool",
     "AsyncManager",
     "AsyncManagerProtocol",
+    "AsyncNullConnectionPool",
     "AsyncPool",
     "AsyncPostgresManager",
     "CommitOutcomeUnknown",
     "ConnectionGuard",
+    "ConnectionPool",
     "DatabaseUnavailable",
     "Manager",
     "ManagerProtocol",
+    "NullConnectionPool",
     "Pool",
     "PoolClosed",
     "PoolError",

@@ -8,6 +8,7 @@ writes the threaded twin under ``_sync/``. Nothing else differs.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import select
 import threading
@@ -419,3 +420,23 @@ async def abounded(awaitable: Awaitable[T], timeout: float) -> T:
 def bounded(value: T, timeout: float) -> T:
     """The threaded twin of `abounded`: blocking calls bound themselves (connect_timeout)."""
     return value
+
+
+async def aresolve(value: T | Awaitable[T]) -> T:
+    """A user callback's result: awaited when a coroutine function (or any awaitable)
+    returned it, as is otherwise (psycopg_pool accepts both in its asyncio pools)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def resolve(value: T) -> T:
+    """The threaded twin of `aresolve`: threaded callbacks return plain values."""
+    return value
+
+
+#: The warning psycopg_pool gives for a pool opened by default, without ``open=``: in
+#: asyncio, opening in the constructor is deprecated (RuntimeWarning); in threads, the
+#: default of ``open`` will change (DeprecationWarning).
+AsyncOpenDefaultWarning: type[Warning] = RuntimeWarning
+OpenDefaultWarning: type[Warning] = DeprecationWarning

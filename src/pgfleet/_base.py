@@ -15,7 +15,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Generic, Self
+from typing import Any, ClassVar, Generic, Self
 
 import psycopg
 from typing_extensions import TypeVar
@@ -43,15 +43,43 @@ def _forget_parent_connections() -> None:
 
 os.register_at_fork(after_in_child=_forget_parent_connections)
 
+#: The counters of psycopg_pool's stats (the other keys are measures): `pop_stats` resets them.
+_PSYCOPG_POOL_COUNTERS = (
+    "requests_num",
+    "requests_queued",
+    "requests_wait_ms",
+    "requests_errors",
+    "usage_ms",
+    "returns_bad",
+    "connections_num",
+    "connections_ms",
+    "connections_errors",
+    "connections_lost",
+)
+
 
 class BasePool(Generic[ConnT]):
     """The flavour-independent half of a pool (no I/O, nothing awaited)."""
+
+    #: False for the null pools (`pgfleet._async.compat`): no connection is kept idle;
+    #: one is closed when it comes back unless a caller is waiting for it. Read where the
+    #: engine is built (`_new_core`).
+    _keeps_idle: ClassVar[bool] = True
 
     # Set by the flavour's constructor (`_setup`, `_new_machinery` and the manager's hooks).
     settings: PoolSettings
     manager: Any
     name: str
     timeout: float
+    #: As given to the constructor (psycopg_pool's public attributes).
+    conninfo: Any
+    kwargs: Any
+    connection_class: Any
+    #: psycopg_pool's ``close_returns``: ``conn.close()`` gives a lent connection back.
+    close_returns: bool
+    #: Seconds of failing background connects before `reconnect_failed` is called.
+    reconnect_timeout: float
+    _reconnect_failed_callback: Callable[[Any], Any] | None
     _core: PoolCore[ConnT]
     _lock: AbstractContextManager[Any]
     _redact: Callable[[str], str]
@@ -72,7 +100,13 @@ class BasePool(Generic[ConnT]):
         self._permanent_error: BaseException | None = None
         self._opened_at = 0.0
         self._ready_logged = False
-        self._core = PoolCore(self.settings.core(), name=self.name)
+        self._core = self._new_core()
+        #: The psycopg_pool counters at the last `pop_stats` (what `get_stats` subtracts).
+        self._popped: dict[str, int] = {}
+        #: When the current run of failed background connects began (None: no failure),
+        #: and whether `reconnect_failed` was called for it.
+        self._failing_since: float | None = None
+        self._reconnect_reported = False
         self._checkout_stacks = {}
         #: What `getconn` lent, by ``id(conn)``, for `putconn` to find.
         self._borrowed = {}
@@ -80,9 +114,42 @@ class BasePool(Generic[ConnT]):
         self._opened = False
         self._closed = False
 
+    def _new_core(self) -> PoolCore[ConnT]:
+        """The engine, built here only (at construction and after a fork)."""
+        # Hook for the engine's null mode (issue #16): once `PoolCore` takes it, pass
+        # ``keep_idle=self._keeps_idle`` here; the null pools set it False.
+        return PoolCore(self.settings.core(), name=self.name)
+
     def _new_machinery(self) -> None:
         """Create the flavour's lock, queue clock, workers and events."""
         raise NotImplementedError
+
+    def _set_compat_attributes(
+        self,
+        conninfo: Any,
+        kwargs: Any,
+        connection_class: Any,
+        close_returns: bool,
+        reconnect_timeout: float,
+        reconnect_failed: Callable[[Any], Any] | None,
+    ) -> None:
+        """Keep psycopg_pool's public attributes, as given."""
+        if not isinstance(close_returns, bool):
+            raise TypeError(f"close_returns must be a bool, got {close_returns!r}")
+        if (
+            isinstance(reconnect_timeout, bool)
+            or not isinstance(reconnect_timeout, int | float)
+            or not reconnect_timeout >= 0
+        ):
+            raise ValueError(f"reconnect_timeout must be >= 0 seconds, got {reconnect_timeout!r}")
+        if reconnect_failed is not None and not callable(reconnect_failed):
+            raise TypeError(f"reconnect_failed must be callable, got {reconnect_failed!r}")
+        self.conninfo = conninfo
+        self.kwargs = kwargs
+        self.connection_class = connection_class
+        self.close_returns = close_returns
+        self.reconnect_timeout = float(reconnect_timeout)
+        self._reconnect_failed_callback = reconnect_failed
 
     def _register(self) -> None:
         _live_pools.add(self)
@@ -118,8 +185,45 @@ class BasePool(Generic[ConnT]):
 
     @property
     def closed(self) -> bool:
-        """True once `close` was called."""
-        return self._closed
+        """True before `open` and once `close` was called (as in psycopg_pool)."""
+        return self._closed or not (self._opened or self._forked)
+
+    # psycopg_pool's read-only view of the settings (`resize` changes the sizes).
+
+    @property
+    def min_size(self) -> int:
+        """The connections kept open even when idle."""
+        return self.settings.min_size
+
+    @property
+    def max_size(self) -> int:
+        """The most connections open at once."""
+        assert self.settings.max_size is not None
+        return self.settings.max_size
+
+    @property
+    def max_waiting(self) -> int:
+        """The most callers queued at once (0: unbounded)."""
+        return self.settings.max_waiting
+
+    @property
+    def max_lifetime(self) -> float | None:
+        """Seconds after which a connection is replaced."""
+        return self.settings.max_lifetime
+
+    @property
+    def max_idle(self) -> float | None:
+        """Seconds an idle connection above ``min_size`` is kept."""
+        return self.settings.max_idle
+
+    @property
+    def num_workers(self) -> int:
+        """psycopg_pool's name for ``max_connecting``: the most connection attempts at once.
+
+        pgfleet has no fixed set of workers: returns, checks and expiry run as they
+        come; connection attempts are the background work bounded by this number.
+        """
+        return self.settings.max_connecting
 
     def stats(self) -> PoolStats:
         """A consistent snapshot of the pool's state, counters and histograms."""
@@ -127,8 +231,45 @@ class BasePool(Generic[ConnT]):
             return self._core.stats()
 
     def get_stats(self) -> dict[str, Any]:
-        """The stats under psycopg_pool's key names (for drop-in users)."""
-        return self.stats().as_psycopg_pool_dict()
+        """The stats under psycopg_pool's key names (for drop-in users).
+
+        The counters count from the last `pop_stats` (the measures are the current
+        ones); `stats` counts from the pool's creation.
+        """
+        with self._lock:
+            stats = self._core.stats().as_psycopg_pool_dict()
+            popped = self._popped
+        return self._since(stats, popped)
+
+    def pop_stats(self) -> dict[str, Any]:
+        """Like `get_stats`, then reset its counters (not `stats`, which never resets)."""
+        with self._lock:
+            stats = self._core.stats().as_psycopg_pool_dict()
+            popped = self._popped
+            self._popped = {key: stats[key] for key in _PSYCOPG_POOL_COUNTERS if key in stats}
+        return self._since(stats, popped)
+
+    @staticmethod
+    def _since(stats: dict[str, Any], popped: dict[str, int]) -> dict[str, Any]:
+        for key, value in popped.items():
+            stats[key] -= value
+        return stats
+
+    # -- reconnect_failed ---------------------------------------------------------------
+
+    def _connect_streak(self, ok: bool, now: float) -> bool:
+        """Track failing background connects; True once per run of failures that has
+        lasted `reconnect_timeout` (then `reconnect_failed` is due; the pool keeps trying)."""
+        if ok:
+            self._failing_since = None
+            self._reconnect_reported = False
+            return False
+        if self._failing_since is None:
+            self._failing_since = now
+        if self._reconnect_reported or now - self._failing_since < self.reconnect_timeout:
+            return False
+        self._reconnect_reported = True
+        return True
 
     # -- what the pool writes ----------------------------------------------------------
 
@@ -228,7 +369,7 @@ class BasePool(Generic[ConnT]):
         sockets. The child opens its own connections on its next checkout.
         """
         _ORPHANS.extend(entry.conn for entry in self._core.forget_all())
-        self._core = PoolCore(self.settings.core(), name=self.name)
+        self._core = self._new_core()
         self._new_machinery()
         self._checkout_stacks = {}
         self._borrowed = {}

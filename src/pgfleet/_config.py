@@ -27,6 +27,8 @@ from pgfleet._core.defaults import (
 TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 RESET_TIMEOUT = 5.0
+#: psycopg_pool's: seconds of failing background connects before ``reconnect_failed``.
+RECONNECT_TIMEOUT = 300.0
 
 __all__ = [
     "CHECK_AFTER_IDLE",
@@ -40,6 +42,7 @@ __all__ = [
     "MIN_SIZE",
     "RECONNECT_DELAY",
     "RECONNECT_MAX_DELAY",
+    "RECONNECT_TIMEOUT",
     "RESET_TIMEOUT",
     "TIMEOUT",
     "PoolSettings",

@@ -118,7 +118,7 @@ def test_settings_defaults() -> None:
     assert pool.settings.max_size == 2  # max_size defaults to min_size
     assert pool.timeout == 30.0
     assert pool.name == "defaults"
-    assert not pool.closed
+    assert pool.closed  # not open yet (as in psycopg_pool)
     assert "defaults" in repr(pool)
 
 

@@ -3,8 +3,8 @@ itself and against pgfleet, through the `impl` fixture.
 
 psycopg_pool is the reference: its column must be green; a test it fails is a wrong test.
 Choose the column with ``--compat-impl`` (when running ``pytest tests/compat``) or with the
-``PGFLEET_COMPAT_IMPL`` environment variable: ``psycopg_pool`` (the default until issue #16
-lands), ``pgfleet`` or ``both``.
+``PGFLEET_COMPAT_IMPL`` environment variable: ``psycopg_pool``, ``pgfleet`` or ``both`` (the
+default: both columns run in CI).
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from compat.helpers import Impl, Observer
 from support.cluster import APP_DBNAME, APP_USER, PgCluster
 
 IMPL_ENV = "PGFLEET_COMPAT_IMPL"
-#: psycopg_pool only until pgfleet's drop-in classes land (issue #16); then ``both``. The
-#: pgfleet column is run on purpose with ``PGFLEET_COMPAT_IMPL=pgfleet`` (it fails today).
-DEFAULT_IMPL = "psycopg_pool"
+DEFAULT_IMPL = "both"
 IMPLS = ("psycopg_pool", "pgfleet")
 CHOICES = (*IMPLS, "both")
 
@@ -96,9 +94,53 @@ def table(observer: Observer) -> Iterator[str]:
     observer.conn.execute(sql.SQL("DROP TABLE {}").format(ident))
 
 
+#: pgfleet tests waiting for the engine half of issue #16 (branch c16-null): the null
+#: pools' "keep no idle connection" mode, callable conninfo/kwargs, ``close_returns``, a
+#: connection the user closed inside ``with pool.connection()``, and the SQLAlchemy recipe.
+#: Strict: once that branch is merged they pass, and this list must go (delete it then).
+PENDING_ENGINE = frozenset(
+    {
+        "test_null_pool_wait_checks_connectivity",
+        "test_a_connection_closed_by_the_user_is_replaced",
+        "test_close_returns_gives_the_connection_back",
+        "test_conninfo_callable_is_asked_for_each_new_connection",
+        "test_kwargs_callable_is_asked_for_each_new_connection",
+        "test_null_pool_keeps_no_idle_connection",
+        "test_null_pool_max_size_bounds_concurrency_and_callers_queue",
+        "test_null_pool_under_concurrent_workers",
+        "test_async_conninfo_callable",
+        "test_async_kwargs_callable",
+        "test_sqlalchemy_engine_on_a_pool_with_threads",
+        "test_sqlalchemy_async_engine_on_a_pool_with_tasks",
+    }
+)
+#: The same, for the null pool's column only.
+PENDING_ENGINE_NULL = frozenset(
+    {"test_configure_runs_on_each_new_connection", "test_get_stats_and_pop_stats"}
+)
+
+
+def _pending_engine(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or callspec.params.get("impl") != "pgfleet":
+        return False
+    name = getattr(item, "originalname", item.name)
+    if name in PENDING_ENGINE:
+        return True
+    return name in PENDING_ENGINE_NULL and "Null" in str(callspec.params.get("kind", ""))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # A pgfleet test that hangs must not hold the column for the default minute.
     here = os.path.dirname(__file__)
     for item in items:
-        if str(item.path).startswith(here) and item.get_closest_marker("timeout") is None:
+        if not str(item.path).startswith(here):
+            continue
+        if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(10))
+        if _pending_engine(item):
+            item.add_marker(
+                pytest.mark.xfail(
+                    reason="needs the engine half of issue #16 (branch c16-null)", strict=True
+                )
+            )

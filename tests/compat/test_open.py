@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+import pgfleet
 from compat.helpers import PROMPT, Impl
 
 SYNC = pytest.mark.parametrize("kind", ["ConnectionPool", "NullConnectionPool"])
@@ -49,6 +50,25 @@ def test_implicit_open_warns_on_getconn_too(impl: Impl, kind: str, pg_dsn: str) 
         pool.putconn(conn)
     finally:
         pool.close()
+
+
+@SYNC
+def test_implicit_open_warns_on_wait_too(impl: Impl, kind: str, pg_dsn: str) -> None:
+    pool = getattr(impl, kind)(pg_dsn, min_size=min_size(kind), max_size=2)
+    try:
+        with pytest.warns(DeprecationWarning, match="open"):
+            pool.wait(timeout=PROMPT * 2)
+    finally:
+        pool.close()
+
+
+@SYNC
+def test_context_manager_does_not_warn(impl: Impl, kind: str, pg_dsn: str) -> None:
+    # `with` is the documented form: no `open` argument, no warning (warnings are errors).
+    with getattr(impl, kind)(pg_dsn, min_size=min_size(kind), max_size=2) as pool:
+        pool.wait(timeout=PROMPT * 2)
+        with pool.connection(timeout=PROMPT) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 @SYNC
@@ -140,3 +160,36 @@ async def test_async_open_method_does_not_warn(impl: Impl, kind: str, pg_dsn: st
             await conn.execute("SELECT 1")
     finally:
         await pool.close()
+
+
+def test_pgfleet_async_pool_without_a_running_loop(pg_dsn: str) -> None:
+    # pgfleet's own AsyncPool says it as clearly (it never opens by default).
+    with pytest.raises(RuntimeError, match="AsyncPool open with no running loop"):
+        pgfleet.AsyncPool(pg_dsn, min_size=1, open=True)
+    pool = pgfleet.AsyncPool(pg_dsn, min_size=1)
+    assert pool.closed is True
+
+    async def use() -> None:
+        async with pool, pool.connection() as conn:
+            await conn.execute("SELECT 1")
+
+    asyncio.run(use())
+    assert pool.closed is True
+
+
+def test_pgfleet_open_default_warning_names_the_callers_line(pg_dsn: str) -> None:
+    pool = pgfleet.ConnectionPool(pg_dsn, min_size=1, max_size=1)
+    try:
+        with pytest.warns(DeprecationWarning, match="open") as record:
+            conn = pool.getconn(timeout=PROMPT * 2)
+        pool.putconn(conn)
+    finally:
+        pool.close()
+    assert record[0].filename == __file__
+
+
+async def test_pgfleet_async_open_warning_names_the_callers_line(pg_dsn: str) -> None:
+    with pytest.warns(RuntimeWarning, match="constructor") as record:
+        pool = pgfleet.AsyncConnectionPool(pg_dsn, min_size=1, max_size=1, open=True)
+    await pool.close()
+    assert record[0].filename == __file__

@@ -8,12 +8,14 @@ then carries out the returned actions outside the lock.
 
 from __future__ import annotations
 
+import asyncio  # async-only
 import logging
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Generic, Self, Unpack
+from typing import Any, ClassVar, Generic, Self, Unpack
 
 import psycopg
 from typing_extensions import TypeVar
@@ -25,6 +27,8 @@ from pgfleet._acompat import (
     AsyncQueueClock,
     AsyncWaiter,
     AsyncWorkers,
+    abounded,
+    aresolve,
     monotonic,
 )
 from pgfleet._async import tx as _tx
@@ -56,6 +60,15 @@ ConnT = TypeVar("ConnT", default=psycopg.AsyncConnection[Any])
 _WAKES = (HandOff, Fail)
 
 
+def _require_running_loop(pool: object) -> None:  # async-only
+    # psycopg_pool's error (and message): the pool's tasks need a loop to run on.  # async-only
+    try:  # async-only
+        asyncio.get_running_loop()  # async-only
+    except RuntimeError:  # async-only
+        kind = type(pool).__name__  # async-only
+        raise RuntimeError(f"{kind} open with no running loop") from None  # async-only
+
+
 class AsyncPool(BasePool[ConnT], Generic[ConnT]):
     """A pool of connections for asyncio programs.
 
@@ -74,7 +87,18 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         max_idle: seconds an idle connection above ``min_size`` is kept.
         check_after_idle: ping a connection at checkout only if it sat idle longer
             than this (0: always; None: never).
-        configure, reset, check: ``async fn(conn)`` callbacks, as in psycopg_pool.
+        configure, reset: ``async fn(conn)`` callbacks, as in psycopg_pool.
+        check: ``async fn(conn)`` run on every checkout, as in psycopg_pool: when it
+            raises, the connection is dropped and the caller gets another within its
+            timeout (`check_connection` is a ready-made one).
+        connection_class: the class whose ``connect`` makes the connections.
+        num_workers: psycopg_pool's name for `max_connecting` (pgfleet has no fixed
+            set of workers: connection attempts are its background work).
+        reconnect_timeout: seconds of failing background connects after which
+            `reconnect_failed` is called; the pool keeps trying afterwards.
+        reconnect_failed: ``fn(pool)`` (or an ``async`` one) called then.
+        close_returns: psycopg_pool's ``close_returns``: ``conn.close()`` on a lent
+            connection gives it back to the pool.
         leak_timeout: warn (with the checkout stack) about a connection held longer.
         name: the pool's name in logs, errors and metrics.
         open: open at construction, starting the background work at once (prefer ``async with``).
@@ -103,6 +127,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
 
     _lock: AsyncCoreLock
     manager: AsyncManagerProtocol[ConnT]
+    #: True: `close` waits its timeout for lent connections, then closes them. False
+    #: (the psycopg_pool classes): they stay usable and are closed when given back.
+    _closes_lent: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -132,7 +159,20 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         retry_all_errors: bool = False,
         warn_unverified: bool = True,
         transaction_pooler: bool = False,
+        connection_class: type[psycopg.AsyncConnection[Any]] | None = None,
+        num_workers: int | None = None,
+        reconnect_timeout: float = _defaults.RECONNECT_TIMEOUT,
+        reconnect_failed: Callable[[Any], Any] | None = None,
+        close_returns: bool = False,
     ) -> None:
+        if num_workers is not None:
+            if isinstance(num_workers, bool) or not isinstance(num_workers, int):
+                raise TypeError(f"num_workers must be an int, got {num_workers!r}")
+            if num_workers < 1:
+                raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+            if max_connecting not in (_defaults.MAX_CONNECTING, num_workers):
+                raise TypeError("pass num_workers or max_connecting (its pgfleet name), not both")
+            max_connecting = num_workers
         self.settings = PoolSettings(
             min_size=min_size,
             max_size=max_size,
@@ -159,19 +199,23 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                 or check
                 or not warn_unverified
                 or transaction_pooler
+                or connection_class is not None
             ):
                 raise TypeError(
                     "pass either a manager or conninfo/kwargs/configure/reset/check/"
-                    "warn_unverified/transaction_pooler, not both"
+                    "warn_unverified/transaction_pooler/connection_class, not both"
                 )
             self.manager = manager
+            connection_class = getattr(manager, "connection_class", None)
         else:
+            if connection_class is None:
+                connection_class = psycopg.AsyncConnection
             self.manager = AsyncPostgresManager(  # type: ignore[assignment]
                 conninfo,
                 kwargs=kwargs,
+                connection_class=connection_class,
                 configure=configure,
                 reset=reset,
-                check=check,
                 connect_timeout=connect_timeout,
                 warn_unverified=warn_unverified,
                 transaction_pooler=self.settings.transaction_pooler,
@@ -187,6 +231,19 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         self._is_permanent = hooks.is_permanent
         #: Hides the manager's secrets in what the pool writes.
         self._redact = hooks.redact
+        if check is not None and not callable(check):
+            raise TypeError(f"check must be callable, got {check!r}")
+        #: Run on every checkout (psycopg_pool's ``check``); the manager's own ping
+        #: still checks connections that sat idle.
+        self._check_callback: Callable[[Any], Awaitable[None]] | None = check
+        self._set_compat_attributes(
+            conninfo,
+            kwargs,
+            connection_class,
+            close_returns,
+            reconnect_timeout,
+            reconnect_failed,
+        )
         self._setup(name, retry_all_errors)
         self._new_machinery()
         self._register()
@@ -217,6 +274,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
             raise self._refused("closed", opening=True)
         if self._opened:
             return
+        _require_running_loop(self)  # async-only
         self._opened_at = monotonic()
         with self._lock:
             actions = self._core.open(self._opened_at)
@@ -273,7 +331,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         await self._run(actions)
         self._wakeup.set()
         deadline = monotonic() + timeout
-        while True:
+        while self._closes_lent:
             with self._lock:
                 lent = len(self._core.lent)
             remaining = deadline - monotonic()
@@ -281,6 +339,11 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                 break
             self._state_changed.clear()
             await self._state_changed.wait(min(remaining, 0.1))
+        if not self._closes_lent:
+            # psycopg_pool's way: a lent connection stays usable; it is closed on return.
+            await self._workers.join(max(deadline - monotonic(), 1.0))
+            self._unregister()
+            return
         with self._lock:
             actions = self._core.close_lent()
         self._borrowed.clear()  # a late putconn finds nothing: quiet on a closed pool
@@ -383,15 +446,19 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                 # Handed over by the engine: known good (checked, or just back clean).
                 entry = await self._wait_in_queue(started, deadline, timeout)
             if needs_check:
-                if await self._check_before_lending(entry, deadline):
-                    break
+                ok = await self._check_before_lending(entry, deadline)
             elif (
                 monotonic() - entry.verified_at <= self._probe_after_idle  # just handed over
                 or not self.manager.is_broken(entry.conn)
             ):
-                break
+                ok = True
             else:
                 await self._discard(entry, "broken")
+                ok = False
+            if ok and (
+                self._check_callback is None or await self._passes_check_callback(entry, deadline)
+            ):
+                break
             started = monotonic()
         if self.settings.leak_timeout is not None:
             # Drop this frame and its one caller (getconn or the guard's __aenter__): the
@@ -452,6 +519,32 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
             with self._lock:
                 self._core.check_passed(entry, monotonic())
         return ok
+
+    async def _passes_check_callback(self, entry: Entry[ConnT], deadline: float) -> bool:
+        """Run the ``check`` callback on a connection about to be lent (psycopg_pool runs
+        it on every checkout); drop the connection when it raises."""
+        assert self._check_callback is not None
+        try:
+            await abounded(self._check_callback(entry.conn), max(deadline - monotonic(), 0.001))
+        except Exception as exc:
+            logger.info(
+                "pool %r: connection failed the check callback: %s",
+                self.name,
+                self._describe_short(exc),
+            )
+        else:
+            return True
+        await self._discard(entry, "check_failed")
+        return False
+
+    async def _checked_or_another(self, entry: Entry[ConnT], timeout: float | None) -> Entry[ConnT]:
+        """The guard's fast path with a ``check`` callback: `entry` if it passes, else
+        another connection (from the slow path, checked the same way)."""
+        started = monotonic()
+        wait = self.timeout if timeout is None else timeout
+        if await self._passes_check_callback(entry, started + wait):
+            return entry
+        return await self._checkout(max(wait - (monotonic() - started), 0.0))
 
     async def _discard(self, entry: Entry[ConnT], reason: DiscardReason) -> None:
         """Drop a lent connection found unusable before use; its elders become suspect."""
@@ -595,13 +688,52 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                 attempt = self._core.consecutive_failures
                 delay = max(self._core.retry_at - now, 0.0)
             self._note_connect_failure(exc, attempt, delay)
+            give_up = self._connect_streak(False, now)
         else:
             now = monotonic()
             with self._lock:
                 actions = self._core.connected(conn, now, now - started)
             self._permanent_error = None
+            give_up = self._connect_streak(True, now)
         self._state_changed.set()
         await self._run(actions)
+        if give_up:
+            logger.warning(
+                "pool %r: connection attempts failed for %.3g s (reconnect_timeout);"
+                " calling reconnect_failed and trying on",
+                self.name,
+                self.reconnect_timeout,
+            )
+            await self.reconnect_failed()
+
+    async def reconnect_failed(self) -> None:
+        """Called when background connects have failed for `reconnect_timeout` seconds:
+        calls the ``reconnect_failed`` callback (psycopg_pool's hook). Unlike psycopg_pool,
+        the pool keeps trying to connect afterwards."""
+        callback = self._reconnect_failed_callback
+        if callback is None:
+            return
+        try:
+            await aresolve(callback(self))
+        except Exception:
+            logger.exception("pool %r: the reconnect_failed callback raised", self.name)
+
+    @staticmethod
+    async def check_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+        """psycopg_pool's health check: an empty query in autocommit (restored after).
+
+        Raises when the connection does not work; fit as a pool's ``check`` callback.
+        """
+        if conn.autocommit:
+            await conn.execute("")
+            return
+        await conn.set_autocommit(True)
+        try:
+            await conn.execute("")
+        finally:
+            # A closed connection refuses the restore: keep the error that said why.
+            with suppress(Exception):
+                await conn.set_autocommit(False)
 
     async def _check_idle(self, entry: Entry[ConnT]) -> None:
         ok = False
@@ -697,6 +829,8 @@ class AsyncConnectionGuard(Generic[ConnT]):
             now - entry.verified_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn)
         ):
             entry = await pool._checkout(self._timeout, entry)
+        elif pool._check_callback is not None:
+            entry = await pool._checked_or_another(entry, self._timeout)
         self._entry = entry
         return entry.conn
 

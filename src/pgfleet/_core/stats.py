@@ -249,7 +249,8 @@ class PoolStats:
             "pool_available": self.idle,
             "requests_waiting": self.waiting,
             "requests_num": self.checkouts,
-            "requests_queued": self.checkouts_waited,
+            # Queued: served after waiting, timed out, or failed fast (a refusal never queued).
+            "requests_queued": self.checkouts_waited + self.timeouts + self.failed_fast,
             "requests_wait_ms": round(self.wait_time.total * 1000),
             "requests_errors": self.timeouts + self.rejected + self.failed_fast,
             "usage_ms": round(self.usage_time.total * 1000),
@@ -257,5 +258,9 @@ class PoolStats:
             "connections_num": self.connections_created + self.connect_errors,
             "connections_ms": round(self.connect_time.total * 1000),
             "connections_errors": self.connect_errors,
-            "connections_lost": self.checks_failed,
+            # Found dead before being lent: by a check, or by its own state ("broken" closes
+            # that are not returns).
+            "connections_lost": self.checks_failed
+            + self.connections_closed.get("broken", 0)
+            - self.returns_broken,
         }

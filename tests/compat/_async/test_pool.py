@@ -252,6 +252,47 @@ async def test_open_wait_times_out(impl: Impl, kind: str, dead_dsn: str) -> None
         await pool.close()
 
 
+@BOTH
+async def test_open_does_not_wait_for_the_database(impl: Impl, kind: str, dead_dsn: str) -> None:
+    pool = make(impl, kind, dead_dsn, max_size=2)
+    started = time.monotonic()
+    await pool.open()  # wait=False by default
+    try:
+        assert time.monotonic() - started < PROMPT
+        assert pool.closed is False
+    finally:
+        await pool.close()
+
+
+@BOTH
+async def test_wait_on_a_pool_never_opened_raises_pool_closed(
+    impl: Impl, kind: str, pg_dsn: str
+) -> None:
+    pool = make(impl, kind, pg_dsn, max_size=2)
+    with pytest.raises(impl.PoolClosed):
+        await pool.wait(timeout=PROMPT)
+    assert pool.closed is True
+
+
+@BOTH
+async def test_close_leaves_lent_connections_usable(impl: Impl, kind: str, pg_dsn: str) -> None:
+    pool = make(impl, kind, pg_dsn, max_size=1)
+    await pool.open()
+    try:
+        conn = await pool.getconn(timeout=PROMPT * 2)
+        started = time.monotonic()
+        await pool.close(timeout=PROMPT)
+        # close() did not wait for the lent connection, nor close it: it still works.
+        assert time.monotonic() - started < PROMPT
+        assert pool.closed is True
+        cur = await conn.execute("SELECT 1")
+        assert await cur.fetchone() == (1,)
+        await pool.putconn(conn)  # given back to a closed pool: closed, no error
+        assert conn.closed
+    finally:
+        await pool.close()
+
+
 async def test_wait_returns_with_min_size_idle_connections(
     impl: Impl, observer: Observer, pg_dsn: str
 ) -> None:
@@ -329,6 +370,16 @@ async def test_getconn_putconn(
         finally:
             await pool.putconn(conn)
         assert pool.get_stats()["requests_num"] == 2
+
+
+@BOTH
+async def test_kwargs_reach_connect(impl: Impl, kind: str, pg_dsn: str) -> None:
+    kwargs = {"autocommit": True, "connect_timeout": 3, "application_name": "compat-kwargs"}
+    async with make(impl, kind, pg_dsn, max_size=1, kwargs=kwargs) as pool:
+        assert pool.kwargs == kwargs
+        async with pool.connection(timeout=PROMPT * 2) as conn:
+            assert conn.autocommit is True
+            assert await show(conn, "application_name") == "compat-kwargs"
 
 
 @BOTH
@@ -625,6 +676,29 @@ async def test_reconnect_failed_is_called_after_reconnect_timeout(
         assert pool.reconnect_timeout == 0.1
         await AsyncFlavour.wait_until(lambda: failed)
         assert failed[0] is pool
+
+
+async def test_reconnect_failed_method_calls_the_callback(impl: Impl, pg_dsn: str) -> None:
+    failed: list[Any] = []
+    pool = make(impl, POOL, pg_dsn, max_size=1, reconnect_failed=failed.append)
+    await pool.reconnect_failed()
+    assert failed == [pool]
+    # Without a callback, nothing happens.
+    await make(impl, POOL, pg_dsn, max_size=1).reconnect_failed()
+
+
+async def test_check_connection_keeps_autocommit(impl: Impl, pg_dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await impl.AsyncConnectionPool.check_connection(conn)
+        assert conn.autocommit is True
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+
+
+@BOTH
+async def test_repr_names_the_pool(impl: Impl, kind: str, pg_dsn: str) -> None:
+    pool = make(impl, kind, pg_dsn, max_size=1, name="compat-repr")
+    assert "compat-repr" in repr(pool)
+    assert type(pool).__name__ in repr(pool)
 
 
 @BOTH

@@ -248,6 +248,45 @@ def test_open_wait_times_out(impl: Impl, kind: str, dead_dsn: str) -> None:
         pool.close()
 
 
+@BOTH
+def test_open_does_not_wait_for_the_database(impl: Impl, kind: str, dead_dsn: str) -> None:
+    pool = make(impl, kind, dead_dsn, max_size=2)
+    started = time.monotonic()
+    pool.open()  # wait=False by default
+    try:
+        assert time.monotonic() - started < PROMPT
+        assert pool.closed is False
+    finally:
+        pool.close()
+
+
+@BOTH
+def test_wait_on_a_pool_never_opened_raises_pool_closed(impl: Impl, kind: str, pg_dsn: str) -> None:
+    pool = make(impl, kind, pg_dsn, max_size=2)
+    with pytest.raises(impl.PoolClosed):
+        pool.wait(timeout=PROMPT)
+    assert pool.closed is True
+
+
+@BOTH
+def test_close_leaves_lent_connections_usable(impl: Impl, kind: str, pg_dsn: str) -> None:
+    pool = make(impl, kind, pg_dsn, max_size=1)
+    pool.open()
+    try:
+        conn = pool.getconn(timeout=PROMPT * 2)
+        started = time.monotonic()
+        pool.close(timeout=PROMPT)
+        # close() did not wait for the lent connection, nor close it: it still works.
+        assert time.monotonic() - started < PROMPT
+        assert pool.closed is True
+        cur = conn.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+        pool.putconn(conn)  # given back to a closed pool: closed, no error
+        assert conn.closed
+    finally:
+        pool.close()
+
+
 def test_wait_returns_with_min_size_idle_connections(
     impl: Impl, observer: Observer, pg_dsn: str
 ) -> None:
@@ -325,6 +364,16 @@ def test_getconn_putconn(
         finally:
             pool.putconn(conn)
         assert pool.get_stats()["requests_num"] == 2
+
+
+@BOTH
+def test_kwargs_reach_connect(impl: Impl, kind: str, pg_dsn: str) -> None:
+    kwargs = {"autocommit": True, "connect_timeout": 3, "application_name": "compat-kwargs"}
+    with make(impl, kind, pg_dsn, max_size=1, kwargs=kwargs) as pool:
+        assert pool.kwargs == kwargs
+        with pool.connection(timeout=PROMPT * 2) as conn:
+            assert conn.autocommit is True
+            assert show(conn, "application_name") == "compat-kwargs"
 
 
 @BOTH
@@ -612,6 +661,29 @@ def test_reconnect_failed_is_called_after_reconnect_timeout(impl: Impl, dead_dsn
         assert pool.reconnect_timeout == 0.1
         Flavour.wait_until(lambda: failed)
         assert failed[0] is pool
+
+
+def test_reconnect_failed_method_calls_the_callback(impl: Impl, pg_dsn: str) -> None:
+    failed: list[Any] = []
+    pool = make(impl, POOL, pg_dsn, max_size=1, reconnect_failed=failed.append)
+    pool.reconnect_failed()
+    assert failed == [pool]
+    # Without a callback, nothing happens.
+    make(impl, POOL, pg_dsn, max_size=1).reconnect_failed()
+
+
+def test_check_connection_keeps_autocommit(impl: Impl, pg_dsn: str) -> None:
+    with psycopg.Connection.connect(pg_dsn, autocommit=True) as conn:
+        impl.ConnectionPool.check_connection(conn)
+        assert conn.autocommit is True
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+
+
+@BOTH
+def test_repr_names_the_pool(impl: Impl, kind: str, pg_dsn: str) -> None:
+    pool = make(impl, kind, pg_dsn, max_size=1, name="compat-repr")
+    assert "compat-repr" in repr(pool)
+    assert type(pool).__name__ in repr(pool)
 
 
 @BOTH
