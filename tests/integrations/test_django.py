@@ -10,12 +10,14 @@ of its own and a database ``djangoapp`` in it, so that nothing here touches the 
 from __future__ import annotations
 
 import functools
+import inspect
 import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +46,7 @@ from integrations.django_project.config import (  # noqa: E402
 from pgfleet import Pool  # noqa: E402
 from pgfleet.integrations.django.base import DjangoPool, pool_arguments  # noqa: E402
 from support.cluster import APP_PASSWORD, PgCluster  # noqa: E402
+from support.extras_guard import guarded_command  # noqa: E402
 from support.timing import deadline_bound  # noqa: E402
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -140,9 +143,7 @@ def test_migrations_created_the_tables(project: PgCluster) -> None:
     from integrations.django_project.shop.models import Item
 
     assert Item._meta.db_table in connection.introspection.table_names()
-    rows = project.execute(
-        "SELECT name FROM django_migrations WHERE app = 'shop'", dbname=DBNAME
-    )
+    rows = project.execute("SELECT name FROM django_migrations WHERE app = 'shop'", dbname=DBNAME)
     assert rows == [("0001_initial",)]
 
 
@@ -171,11 +172,15 @@ def test_models_crud(default_pool: DjangoPool) -> None:
 def test_atomic_commits_and_rolls_back(default_pool: DjangoPool) -> None:
     from integrations.django_project.shop.models import Item
 
+    def create_then_fail() -> None:
+        with transaction.atomic():
+            Item.objects.create(name="rolled-back")
+            raise ZeroDivisionError
+
     with transaction.atomic():
         Item.objects.create(name="kept")
-    with pytest.raises(ZeroDivisionError), transaction.atomic():
-        Item.objects.create(name="rolled-back")
-        1 / 0  # noqa: B018
+    with pytest.raises(ZeroDivisionError):
+        create_then_fail()
     assert Item.objects.filter(name="kept").exists()
     assert not Item.objects.filter(name="rolled-back").exists()
     Item.objects.filter(name="kept").delete()
@@ -300,6 +305,41 @@ def test_pool_options_map_psycopg_pool_names() -> None:
         pool_arguments({"kwargs": {}})
     with pytest.raises(ImproperlyConfigured, match="must be True or a dict"):
         pool_arguments(["min_size"])  # type: ignore[arg-type]
+
+
+def test_psycopg_pool_options_pgfleet_lacks_are_named_or_passed_on() -> None:
+    # reconnect_timeout is psycopg_pool's: passed on once pgfleet's Pool takes it, named as
+    # psycopg_pool's until then.
+    if "reconnect_timeout" in inspect.signature(DjangoPool.__init__).parameters:
+        assert pool_arguments({"reconnect_timeout": 60}) == {"reconnect_timeout": 60}
+    else:
+        with pytest.raises(ImproperlyConfigured, match="psycopg_pool's option 'reconnect_tim"):
+            pool_arguments({"reconnect_timeout": 60})
+
+
+def test_the_django_extra_is_enough_and_psycopg_pool_is_not_needed() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import django
+        from django.conf import settings
+        settings.configure(DATABASES={"default": {
+            "ENGINE": "pgfleet.integrations.django", "NAME": "db",
+            "OPTIONS": {"pool": {"min_size": 1, "max_size": 2}},
+        }})
+        django.setup()
+        from django.db import connection
+        pool = connection.pool
+        print(type(pool).__name__, "psycopg_pool" in sys.modules)
+        pool.close()
+        """
+    )
+    command, env = guarded_command(["django"], code)
+    result = subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["DjangoPool", "False"]
 
 
 def test_an_invalid_pool_value_is_improperly_configured(project: PgCluster) -> None:

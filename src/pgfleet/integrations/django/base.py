@@ -22,12 +22,12 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
-from django.db.backends.postgresql.base import DatabaseWrapper as PostgresDatabaseWrapper
 from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.postgresql.base import DatabaseWrapper as PostgresDatabaseWrapper
 
 from pgfleet._sync.pool import Pool
 
@@ -42,6 +42,11 @@ PSYCOPG_POOL_ALIASES: Mapping[str, str] = {
     # connection attempts running at once instead.
     "num_workers": "max_connecting",
 }
+
+#: psycopg_pool's options that pgfleet's `Pool` does not take (yet): named in the error.
+PSYCOPG_POOL_ONLY = frozenset(
+    {"reconnect_timeout", "reconnect_failed", "connection_class", "close_returns"}
+)
 
 #: Pool arguments the backend builds from ``DATABASES`` itself.
 BUILT_BY_THE_BACKEND: Mapping[str, str] = {
@@ -80,9 +85,7 @@ def _pool_parameters() -> tuple[frozenset[str], bool]:
     return names, takes_any
 
 
-def pool_arguments(
-    options: Mapping[str, Any], *, alias: str = "default"
-) -> dict[str, Any]:
+def pool_arguments(options: Mapping[str, Any] | bool, *, alias: str = "default") -> dict[str, Any]:
     """`DjangoPool` keyword arguments for ``OPTIONS["pool"]`` (a dict, or True for defaults).
 
     Raises `ImproperlyConfigured` for an option the pool does not take, naming it and
@@ -108,9 +111,13 @@ def pool_arguments(
         elif key in PSYCOPG_POOL_ALIASES:
             target = PSYCOPG_POOL_ALIASES[key]
         else:
+            what = (
+                "psycopg_pool's option {!r} is not supported by this pgfleet's pool"
+                if key in PSYCOPG_POOL_ONLY
+                else "unknown option {!r} for pgfleet's pool"
+            )
             raise ImproperlyConfigured(
-                f"{where}: unknown option {key!r} for pgfleet's pool; accepted: "
-                + ", ".join(accepted)
+                f"{where}: {what.format(key)}; accepted: {', '.join(accepted)}"
             )
         if target in arguments:
             raise ImproperlyConfigured(
@@ -124,8 +131,10 @@ class DatabaseWrapper(PostgresDatabaseWrapper):  # type: ignore[misc]  # Django 
     """Django's PostgreSQL `DatabaseWrapper` whose pool is a `DjangoPool` (pgfleet's)."""
 
     # Our own registry: an alias on Django's stock backend keeps psycopg_pool's.
-    _connection_pools: dict[str, DjangoPool] = {}
-    _pools_lock = threading.Lock()
+    _connection_pools: ClassVar[dict[str, DjangoPool]] = {}
+    _pools_lock: ClassVar[threading.Lock] = threading.Lock()
+    #: The psycopg connection Django holds (its attribute, typed here).
+    connection: Connection | None
     #: The pool that lent `connection` (None: not pooled).
     _lender: DjangoPool | None = None
 

@@ -2,6 +2,9 @@
 (tests/integrations/test_django.py): they run in the test database the runner created,
 through pgfleet's pool."""
 
+# Django's runner runs unittest test cases: their assert methods are the idiom here.
+# ruff: noqa: PT009, PT027
+
 from __future__ import annotations
 
 from django.db import connection, transaction
