@@ -10,10 +10,12 @@ of its own and a database ``djangoapp`` in it, so that nothing here touches the 
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -43,11 +45,11 @@ from integrations.django_project.config import (  # noqa: E402
     database,
     project_settings,
 )
-from pgfleet import Pool  # noqa: E402
+from pgfleet import DatabaseUnavailable, Pool  # noqa: E402
 from pgfleet.integrations.django.base import DjangoPool, pool_arguments  # noqa: E402
 from support.cluster import APP_PASSWORD, PgCluster  # noqa: E402
 from support.extras_guard import guarded_command  # noqa: E402
-from support.timing import deadline_bound  # noqa: E402
+from support.timing import deadline_bound, well_under  # noqa: E402
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 DBNAME = "djangoapp"
@@ -83,6 +85,10 @@ def project(cluster: PgCluster) -> Iterator[PgCluster]:
                 "down": other(
                     cluster.conninfo(dbname=DBNAME, port=down_port),
                     pool={"min_size": 1, "timeout": 2.0, "fail_fast": False},
+                ),
+                "down_fast": other(
+                    cluster.conninfo(dbname=DBNAME, port=down_port),
+                    pool={"min_size": 1, "timeout": 10.0},
                 ),
             },
         )
@@ -342,6 +348,18 @@ def test_the_django_extra_is_enough_and_psycopg_pool_is_not_needed() -> None:
     assert result.stdout.split() == ["DjangoPool", "False"]
 
 
+def test_the_readme_setting_names_this_backend_and_valid_options() -> None:
+    readme = (TESTS_DIR.parent / "README.md").read_text()
+    section = readme.split("## Django\n", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    namespace: dict[str, Any] = {}
+    exec(block, namespace)
+    default = namespace["DATABASES"]["default"]
+    assert default["ENGINE"] == "pgfleet.integrations.django"
+    assert importlib.import_module(default["ENGINE"] + ".base").DatabaseWrapper
+    assert pool_arguments(default["OPTIONS"]["pool"])["max_size"] == 10
+
+
 def test_an_invalid_pool_value_is_improperly_configured(project: PgCluster) -> None:
     settings_dict = dict(connections["single"].settings_dict)
     settings_dict["OPTIONS"] = {**settings_dict["OPTIONS"], "pool": {"min_size": -1}}
@@ -372,6 +390,17 @@ def test_open_is_cheap_and_a_down_database_fails_within_the_timeout(project: PgC
     started = time.monotonic()
     pool.open()  # idempotent, and does not wait for the database
     assert time.monotonic() - started < 0.5
+
+
+def test_requests_fail_fast_while_the_database_is_down(project: PgCluster) -> None:
+    # pgfleet's default, unlike psycopg_pool: no request waits out the 10 s timeout.
+    down = connections["down_fast"]
+    for _ in range(2):
+        started = time.monotonic()
+        with pytest.raises(OperationalError) as raised:
+            down.ensure_connection()
+        assert time.monotonic() - started < well_under(10.0)
+        assert isinstance(raised.value.__cause__, DatabaseUnavailable)
 
 
 @pytest.mark.slow
