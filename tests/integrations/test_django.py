@@ -60,6 +60,9 @@ def cluster(pg_template: PgCluster) -> Iterator[PgCluster]:
     """A cluster of this module's own; ``app`` may create databases (the test runner does)."""
     with PgCluster.from_template(pg_template) as cluster:
         cluster.execute("ALTER ROLE app CREATEDB")
+        # Sessions start far from TIME_ZONE ("UTC"): Django's set-up of each new connection
+        # (run by the pool's configure) is visible.
+        cluster.execute("ALTER ROLE app SET timezone = 'Pacific/Auckland'")
         cluster.execute("CREATE DATABASE djangoapp OWNER app")
         yield cluster
 
@@ -86,6 +89,11 @@ def project(cluster: PgCluster) -> Iterator[PgCluster]:
                     cluster.conninfo(dbname=DBNAME, port=down_port),
                     pool={"min_size": 1, "timeout": 2.0, "fail_fast": False},
                 ),
+                "configured": other(
+                    conninfo,
+                    pool={"min_size": 1, "max_size": 1, "configure": _mark_session},
+                    options={"connect_timeout": "7"},
+                ),
                 "down_fast": other(
                     cluster.conninfo(dbname=DBNAME, port=down_port),
                     pool={"min_size": 1, "timeout": 10.0},
@@ -110,6 +118,11 @@ def default_pool(project: PgCluster) -> DjangoPool:
     pool = connection.pool
     assert isinstance(pool, DjangoPool)
     return pool
+
+
+def _mark_session(conn: psycopg.Connection[Any]) -> None:
+    """A user's ``configure``: leaves a mark on the session."""
+    conn.execute("SELECT set_config('pgfleet.mark', 'configured', false)")
 
 
 def _unused_port() -> int:
@@ -374,6 +387,20 @@ def test_health_checks_ping_every_checkout(project: PgCluster) -> None:
     assert pool.settings.check_after_idle == 0
     assert connections["default"].pool is not None
     assert connections["default"].pool.settings.check_after_idle != 0
+
+
+def test_a_users_configure_runs_after_djangos(project: PgCluster) -> None:
+    configured = connections["configured"]
+    pool = configured.pool
+    assert isinstance(pool, DjangoPool)
+    # OPTIONS["connect_timeout"] (libpq's, a string in settings) bounds the pool's attempts.
+    assert pool.settings.connect_timeout == 7.0
+    with configured.cursor() as cursor:
+        cursor.execute("SELECT current_setting('pgfleet.mark'), current_setting('TimeZone')")
+        mark, zone = cursor.fetchone()
+    assert mark == "configured"
+    assert zone == "UTC"  # Django's set-up ran too (TIME_ZONE; the role's is Auckland)
+    configured.close()
 
 
 def test_open_is_cheap_and_a_down_database_fails_within_the_timeout(project: PgCluster) -> None:

@@ -18,13 +18,15 @@ def database(
     *,
     pool: dict[str, Any] | bool | None = None,
     application_name: str = APPLICATION_NAME,
+    options: dict[str, Any] | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
-    """One ``DATABASES`` entry on pgfleet's backend for `conninfo` (parsed, never pasted)."""
+    """One ``DATABASES`` entry on pgfleet's backend for `conninfo` (parsed, never pasted);
+    `options` go into ``OPTIONS``, other keywords into the entry."""
     params = conninfo_to_dict(conninfo)
-    options: dict[str, Any] = {"application_name": application_name}
+    all_options: dict[str, Any] = {"application_name": application_name, **(options or {})}
     if pool is not None:
-        options["pool"] = pool
+        all_options["pool"] = pool
     return {
         "ENGINE": ENGINE,
         "NAME": params["dbname"],
@@ -32,7 +34,7 @@ def database(
         "PASSWORD": params.get("password", ""),
         "HOST": params.get("host", ""),
         "PORT": str(params.get("port", "")),
-        "OPTIONS": options,
+        "OPTIONS": all_options,
         **settings,
     }
 

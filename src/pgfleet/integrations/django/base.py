@@ -154,10 +154,6 @@ class DatabaseWrapper(PostgresDatabaseWrapper):  # type: ignore[misc]  # Django 
         connect_kwargs = self.get_connection_params()
         # Ensure we run in autocommit, Django properly sets it later on (as Django does).
         connect_kwargs["autocommit"] = True
-        # OPTIONS["connect_timeout"] is libpq's; pgfleet bounds each attempt itself.
-        connect_timeout = connect_kwargs.pop("connect_timeout", None)
-        if connect_timeout is not None:
-            arguments.setdefault("connect_timeout", float(connect_timeout))
         if self.settings_dict["CONN_HEALTH_CHECKS"]:
             # psycopg_pool's check_connection pings at every checkout: so does pgfleet
             # with check_after_idle=0 (without it, only connections idle for a second).
@@ -165,6 +161,10 @@ class DatabaseWrapper(PostgresDatabaseWrapper):  # type: ignore[misc]  # Django 
         arguments["configure"] = _configure(self._configure_connection, arguments)
         arguments.setdefault("name", f"django-{self.alias}")
         try:
+            # OPTIONS["connect_timeout"] is libpq's; pgfleet bounds each attempt itself.
+            connect_timeout = connect_kwargs.pop("connect_timeout", None)
+            if connect_timeout is not None:
+                arguments.setdefault("connect_timeout", float(connect_timeout))
             # conninfo="": the settings are the whole target (not DATABASE_URL).
             new_pool = DjangoPool("", kwargs=connect_kwargs, **arguments)
         except (TypeError, ValueError) as exc:
