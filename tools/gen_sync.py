@@ -63,6 +63,7 @@ NAMES: Mapping[str, str] = {
     "abounded": "bounded",
     "await_fd": "wait_fd",
     "anext": "next",
+    "awrite": "write",
     "_async": "_sync",
 }
 

@@ -2,6 +2,7 @@
 
 from pgfleet import bulk, rows, tx
 from pgfleet._async import (
+    AsyncClusterPool,
     AsyncConnectionGuard,
     AsyncManager,
     AsyncManagerProtocol,
@@ -9,7 +10,14 @@ from pgfleet._async import (
     AsyncPostgresManager,
 )
 from pgfleet._core import PoolStats
-from pgfleet._sync import ConnectionGuard, Manager, ManagerProtocol, Pool, PostgresManager
+from pgfleet._sync import (
+    ClusterPool,
+    ConnectionGuard,
+    Manager,
+    ManagerProtocol,
+    Pool,
+    PostgresManager,
+)
 from pgfleet._version import __version__
 from pgfleet.errors import (
     CommitOutcomeUnknown,
@@ -23,11 +31,13 @@ from pgfleet.errors import (
 from pgfleet.tls import TLSInfo, tls_info
 
 __all__ = [
+    "AsyncClusterPool",
     "AsyncConnectionGuard",
     "AsyncManager",
     "AsyncManagerProtocol",
     "AsyncPool",
     "AsyncPostgresManager",
+    "ClusterPool",
     "CommitOutcomeUnknown",
     "ConnectionGuard",
     "DatabaseUnavailable",
