@@ -19,7 +19,7 @@ import pytest
 
 from pgfleet import AsyncClusterPool
 from pgfleet._acompat import AsyncEvent, asleep
-from pgfleet.errors import PoolError
+from pgfleet.errors import DatabaseUnavailable, PoolError
 from support.flavours import AsyncFlavour, AsyncTask
 from support.ledger import Ledger
 from support.replication import PgNode, Replication
@@ -243,6 +243,67 @@ async def test_a_write_refused_as_read_only_rediscovers(replication: Replication
         async with pool.connection() as conn:  # found again at once
             cur = await conn.execute("SELECT inet_server_port()")
             assert await cur.fetchone() == (rs.primary.port,)
+
+
+async def test_a_write_refused_on_a_read_connection_is_the_callers_mistake(
+    shared_replication: Replication,
+) -> None:
+    rs = shared_replication
+    async with cluster_pool(rs) as pool:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await write_on_a_read_connection(pool)
+        stats = pool.stats()
+    assert [h.demoted for h in stats.hosts] == [0, 0]
+    assert stats.primary is not None
+    assert stats.primary.endswith(f":{rs.primary.port}")
+
+
+async def write_on_a_read_connection(pool: Any) -> None:
+    async with pool.connection(read_only=True) as conn:
+        await conn.execute("CREATE TEMP TABLE t (x int)")
+
+
+async def test_no_primary_for_longer_than_the_grace_fails_fast(
+    replication: Replication,
+) -> None:
+    rs = replication
+    old, new = rs.primary, rs.standbys[0]
+    async with cluster_pool(rs, failover_grace=0.5, timeout=5.0) as pool:
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")
+        await AsyncFlavour.blocking(rs.crash, old)
+        # The first caller finds the primary gone and waits out the grace, not its timeout.
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            await select_one(pool)
+        assert time.monotonic() - started < 4.0
+        # After the grace: at once.
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            await select_one(pool)
+        assert time.monotonic() - started < 1.0
+        # Reads still have a standby.
+        async with pool.connection(read_only=True) as conn:
+            cur = await conn.execute("SELECT inet_server_port()")
+            assert await cur.fetchone() == (new.port,)
+        await AsyncFlavour.blocking(rs.promote, new)
+
+        async def writable_again() -> bool:
+            try:
+                await select_one(pool)
+            except DatabaseUnavailable:
+                return False
+            return True
+
+        deadline = time.monotonic() + 10.0
+        while not await writable_again():
+            assert time.monotonic() < deadline, "the new primary was never found"
+            await asleep(0.05)
+
+
+async def select_one(pool: Any) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("SELECT 1")
 
 
 async def test_standby_crash_under_read_load(make_replication: Any) -> None:

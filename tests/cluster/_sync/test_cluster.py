@@ -22,7 +22,7 @@ import pytest
 
 from pgfleet import ClusterPool
 from pgfleet._acompat import Event, sleep
-from pgfleet.errors import PoolError
+from pgfleet.errors import DatabaseUnavailable, PoolError
 from support.flavours import Flavour, Task
 from support.ledger import Ledger
 from support.replication import PgNode, Replication
@@ -246,6 +246,67 @@ def test_a_write_refused_as_read_only_rediscovers(replication: Replication) -> N
         with pool.connection() as conn:  # found again at once
             cur = conn.execute("SELECT inet_server_port()")
             assert cur.fetchone() == (rs.primary.port,)
+
+
+def test_a_write_refused_on_a_read_connection_is_the_callers_mistake(
+    shared_replication: Replication,
+) -> None:
+    rs = shared_replication
+    with cluster_pool(rs) as pool:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            write_on_a_read_connection(pool)
+        stats = pool.stats()
+    assert [h.demoted for h in stats.hosts] == [0, 0]
+    assert stats.primary is not None
+    assert stats.primary.endswith(f":{rs.primary.port}")
+
+
+def write_on_a_read_connection(pool: Any) -> None:
+    with pool.connection(read_only=True) as conn:
+        conn.execute("CREATE TEMP TABLE t (x int)")
+
+
+def test_no_primary_for_longer_than_the_grace_fails_fast(
+    replication: Replication,
+) -> None:
+    rs = replication
+    old, new = rs.primary, rs.standbys[0]
+    with cluster_pool(rs, failover_grace=0.5, timeout=5.0) as pool:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+        Flavour.blocking(rs.crash, old)
+        # The first caller finds the primary gone and waits out the grace, not its timeout.
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            select_one(pool)
+        assert time.monotonic() - started < 4.0
+        # After the grace: at once.
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            select_one(pool)
+        assert time.monotonic() - started < 1.0
+        # Reads still have a standby.
+        with pool.connection(read_only=True) as conn:
+            cur = conn.execute("SELECT inet_server_port()")
+            assert cur.fetchone() == (new.port,)
+        Flavour.blocking(rs.promote, new)
+
+        def writable_again() -> bool:
+            try:
+                select_one(pool)
+            except DatabaseUnavailable:
+                return False
+            return True
+
+        deadline = time.monotonic() + 10.0
+        while not writable_again():
+            assert time.monotonic() < deadline, "the new primary was never found"
+            sleep(0.05)
+
+
+def select_one(pool: Any) -> None:
+    with pool.connection() as conn:
+        conn.execute("SELECT 1")
 
 
 def test_standby_crash_under_read_load(make_replication: Any) -> None:
