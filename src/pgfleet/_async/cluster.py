@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -26,6 +26,7 @@ from psycopg.pq import TransactionStatus
 
 from pgfleet import _config as _defaults
 from pgfleet._acompat import AsyncCoreLock, AsyncEvent, AsyncWorkers, abounded, asleep, monotonic
+from pgfleet._async import tx as _tx
 from pgfleet._async.pool import AsyncPool
 from pgfleet._async.postgres import ConnectionCallback
 from pgfleet._core import PoolStats
@@ -37,6 +38,7 @@ from pgfleet._core.cluster import (
     parse_lsn,
     timeline_of_walfile,
 )
+from pgfleet._retry import TransactionOptions, TxSettings
 from pgfleet.errors import DatabaseUnavailable, PoolClosed, PoolTimeout
 
 logger = logging.getLogger("pgfleet.cluster")
@@ -722,6 +724,31 @@ class AsyncClusterPool:
         finally:
             await pool.putconn(conn)
 
+    # -- transactions (pgfleet._async.tx) ---------------------------------------------
+
+    async def run_transaction(
+        self,
+        fn: _tx.AsyncTxFunction[Conn, *_tx.Ts, _tx.R],
+        *args: *_tx.Ts,
+        **options: Unpack[TransactionOptions],
+    ) -> _tx.R:
+        """`AsyncPool.run_transaction` on the primary; with ``read_only=True`` (a
+        ``READ ONLY`` transaction), on a standby as ``connection(read_only=True)`` would
+        choose it. Each attempt borrows its own connection, so an attempt that found the
+        primary gone is retried on the new one when that is safe."""
+        door = _TxDoor(self, options.get("read_only") is True)
+        return await _tx.run_transaction(cast(Any, door), fn, args, TxSettings.build(**options))
+
+    def transactional(self, **options: Unpack[TransactionOptions]) -> _tx.AsyncTransactional[Conn]:
+        """`AsyncPool.transactional` on the primary (``read_only=True``: a standby)."""
+        door = _TxDoor(self, options.get("read_only") is True)
+        return _tx.AsyncTransactional(cast(Any, door), TxSettings.build(**options))
+
+    def transactions(self, **options: Unpack[TransactionOptions]) -> _tx.AsyncAttempts[Conn]:
+        """`AsyncPool.transactions` on the primary (``read_only=True``: a standby)."""
+        door = _TxDoor(self, options.get("read_only") is True)
+        return _tx.AsyncAttempts(cast(Any, door), TxSettings.build(**options))
+
     # -- administration --------------------------------------------------------------
 
     async def drain(self) -> None:
@@ -757,6 +784,32 @@ class AsyncClusterPool:
                 fenced=state.fenced,
                 hosts=hosts,
             )
+
+
+class _TxDoor:
+    """What `pgfleet._async.tx` asks of a pool, served by a cluster pool for one role."""
+
+    __slots__ = ("_cluster", "_read_only", "_redact", "manager", "name", "timeout")
+
+    def __init__(self, cluster: AsyncClusterPool, read_only: bool) -> None:
+        self._cluster = cluster
+        self._read_only = read_only
+        self.name = cluster.name
+        self.timeout = cluster.timeout
+        # The same for every host: one conninfo's secrets, one kind of connection.
+        self.manager = cluster.pools[0].manager
+        self._redact = cluster.pools[0]._redact
+
+    async def getconn(self, timeout: float | None = None) -> Conn:
+        return await self._cluster.getconn(timeout, read_only=self._read_only)
+
+    async def putconn(self, conn: Conn) -> None:
+        await self._cluster.putconn(conn)
+
+    def _count_transaction_retry(self) -> None:
+        # Counted in the stats of the primary's pool (of the first host's, between two).
+        primary = self._cluster._state.primary
+        self._cluster.pools[primary or 0]._count_transaction_retry()
 
 
 class StaleServer(psycopg.OperationalError):

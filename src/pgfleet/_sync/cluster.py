@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -38,6 +38,8 @@ from pgfleet._core.cluster import (
     parse_lsn,
     timeline_of_walfile,
 )
+from pgfleet._retry import TransactionOptions, TxSettings
+from pgfleet._sync import tx as _tx
 from pgfleet._sync.pool import Pool
 from pgfleet._sync.postgres import ConnectionCallback
 from pgfleet.errors import DatabaseUnavailable, PoolClosed, PoolTimeout
@@ -725,6 +727,31 @@ class ClusterPool:
         finally:
             pool.putconn(conn)
 
+    # -- transactions (pgfleet._sync.tx) ---------------------------------------------
+
+    def run_transaction(
+        self,
+        fn: _tx.TxFunction[Conn, *_tx.Ts, _tx.R],
+        *args: *_tx.Ts,
+        **options: Unpack[TransactionOptions],
+    ) -> _tx.R:
+        """`Pool.run_transaction` on the primary; with ``read_only=True`` (a
+        ``READ ONLY`` transaction), on a standby as ``connection(read_only=True)`` would
+        choose it. Each attempt borrows its own connection, so an attempt that found the
+        primary gone is retried on the new one when that is safe."""
+        door = _TxDoor(self, options.get("read_only") is True)
+        return _tx.run_transaction(cast(Any, door), fn, args, TxSettings.build(**options))
+
+    def transactional(self, **options: Unpack[TransactionOptions]) -> _tx.Transactional[Conn]:
+        """`Pool.transactional` on the primary (``read_only=True``: a standby)."""
+        door = _TxDoor(self, options.get("read_only") is True)
+        return _tx.Transactional(cast(Any, door), TxSettings.build(**options))
+
+    def transactions(self, **options: Unpack[TransactionOptions]) -> _tx.Attempts[Conn]:
+        """`Pool.transactions` on the primary (``read_only=True``: a standby)."""
+        door = _TxDoor(self, options.get("read_only") is True)
+        return _tx.Attempts(cast(Any, door), TxSettings.build(**options))
+
     # -- administration --------------------------------------------------------------
 
     def drain(self) -> None:
@@ -760,6 +787,32 @@ class ClusterPool:
                 fenced=state.fenced,
                 hosts=hosts,
             )
+
+
+class _TxDoor:
+    """What `pgfleet._sync.tx` asks of a pool, served by a cluster pool for one role."""
+
+    __slots__ = ("_cluster", "_read_only", "_redact", "manager", "name", "timeout")
+
+    def __init__(self, cluster: ClusterPool, read_only: bool) -> None:
+        self._cluster = cluster
+        self._read_only = read_only
+        self.name = cluster.name
+        self.timeout = cluster.timeout
+        # The same for every host: one conninfo's secrets, one kind of connection.
+        self.manager = cluster.pools[0].manager
+        self._redact = cluster.pools[0]._redact
+
+    def getconn(self, timeout: float | None = None) -> Conn:
+        return self._cluster.getconn(timeout, read_only=self._read_only)
+
+    def putconn(self, conn: Conn) -> None:
+        self._cluster.putconn(conn)
+
+    def _count_transaction_retry(self) -> None:
+        # Counted in the stats of the primary's pool (of the first host's, between two).
+        primary = self._cluster._state.primary
+        self._cluster.pools[primary or 0]._count_transaction_retry()
 
 
 class StaleServer(psycopg.OperationalError):

@@ -137,6 +137,7 @@ async def test_old_primary_back_writable_gets_no_write(
         load.start()
         await load.wait_acks(20, old.port)
         await AsyncFlavour.blocking(rs.crash, old)
+        crashed_at = time.monotonic()
         await AsyncFlavour.blocking(rs.promote, new)
         await load.wait_acks(50, new.port)
         # The old primary comes back writable on timeline 1 (listed first), and every
@@ -155,7 +156,9 @@ async def test_old_primary_back_writable_gets_no_write(
         stats = pool.stats()
     assert load.acks_on(old.port) == acks_on_old  # not one more write on the stale server
     report = ledger.check(new)
-    assert not report.off_history, report
+    # Replication is asynchronous here: the old primary's last acks before the crash may
+    # be missing from the new one. None acknowledged after the crash may be off history.
+    assert not [a for a in report.off_history if a.at > crashed_at], report
     [old_host] = [h for h in stats.hosts if h.label.endswith(f":{old.port}")]
     assert old_host.role == "stale"
     assert old_host.fenced >= 1
@@ -172,6 +175,7 @@ async def test_old_primary_back_writable_gets_no_write(
 async def test_old_primary_back_as_standby_serves_reads(make_replication: Any) -> None:
     rs: Replication = make_replication(standbys=1)
     old, new = rs.primary, rs.standbys[0]
+    rs.set_synchronous([new])  # nothing acknowledged can be lost in the crash
     ledger = Ledger(_table())
     ledger.create(old)
     async with cluster_pool(rs) as pool:
@@ -256,6 +260,26 @@ async def test_a_write_refused_on_a_read_connection_is_the_callers_mistake(
     assert [h.demoted for h in stats.hosts] == [0, 0]
     assert stats.primary is not None
     assert stats.primary.endswith(f":{rs.primary.port}")
+
+
+async def test_transaction_helpers_choose_the_role(shared_replication: Replication) -> None:
+    rs = shared_replication
+
+    async def where(conn: Any) -> tuple[int, bool]:
+        cur = await conn.execute("SELECT inet_server_port(), pg_is_in_recovery()")
+        row = await cur.fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+    async with cluster_pool(rs) as pool:
+        assert await pool.run_transaction(where) == (rs.primary.port, False)
+        standby = (rs.standbys[0].port, True)
+        assert await pool.run_transaction(where, read_only=True) == standby
+        assert await pool.transactional(read_only=True)(where)() == standby
+        async for attempt in pool.transactions():
+            async with attempt as conn:
+                got = await where(conn)
+        assert got == (rs.primary.port, False)
 
 
 async def write_on_a_read_connection(pool: Any) -> None:
