@@ -218,3 +218,13 @@ def test_a_standby_out_of_recovery_is_no_longer_a_reader() -> None:
     state.standby_at(B, None, 1.0)
     assert state.readers(1.0) == []
     assert state.hosts[B].role == "unknown"
+
+
+def test_a_stale_primary_rebuilt_as_a_standby_reads_again() -> None:
+    state = cluster()
+    writable(state, B, 2)
+    assert state.judge_write(ConnFacts(A, 0.0, False, 1), 1.0) == "stale"
+    assert state.readers(1.0) == []
+    state.standby_at(A, 500, 2.0)
+    assert state.hosts[A].role == "standby"
+    assert state.readers(2.0) == [A]

@@ -334,8 +334,10 @@ class ClusterState:
             return
         state.replay_lsn = replayed
         state.replay_at = now
-        if state.role in ("unknown", "down"):
+        if state.role in ("unknown", "down", "stale"):
+            # In recovery: a standby now (a stale primary rebuilt as one serves again).
             state.role = "standby"
+            state.stale_logged = False
 
     def lag_of(self, host: int, now: float) -> float | None:
         """The replay lag of a standby in seconds (None: not known yet)."""

@@ -685,7 +685,7 @@ class ClusterPool:
             standbys = [
                 index
                 for index, h in enumerate(self._state.hosts)
-                if h.role in ("standby", "unknown", "down") and index != primary
+                if h.role in ("standby", "unknown", "down", "stale") and index != primary
             ]
         if primary is not None:
             position = self._query_on(primary, _POSITION_QUERY)

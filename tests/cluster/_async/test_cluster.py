@@ -154,6 +154,9 @@ async def test_old_primary_back_writable_gets_no_write(
                 assert await cur.fetchone() == (new.port,)
         await load.finish()
         stats = pool.stats()
+        # Rebuilt as a standby, the old primary serves reads again.
+        await AsyncFlavour.blocking(rs.restart_as_standby, old, new)
+        await AsyncFlavour.wait_until(lambda: role_of(pool, old) == "standby", timeout=15.0)
     assert load.acks_on(old.port) == acks_on_old  # not one more write on the stale server
     report = ledger.check(new)
     # Replication is asynchronous here: the old primary's last acks before the crash may
@@ -170,6 +173,11 @@ async def test_old_primary_back_writable_gets_no_write(
     assert (
         len([r for r in errors if r.name == "pgfleet.cluster" and pool.name in r.getMessage()]) == 1
     )
+
+
+def role_of(pool: Any, node: PgNode) -> str:
+    [host] = [h for h in pool.stats().hosts if h.label.endswith(f":{node.port}")]
+    return str(host.role)
 
 
 async def test_old_primary_back_as_standby_serves_reads(make_replication: Any) -> None:
