@@ -50,8 +50,9 @@ Conn = psycopg.Connection[Any]
 
 #: The timeline of a writable server: exact, callable by any role (docs/clusters-facts.md).
 _TIMELINE_QUERY = "SELECT pg_walfile_name(pg_current_wal_lsn())"
-#: What a standby has replayed (NULL on a primary).
-_REPLAY_QUERY = "SELECT pg_last_wal_replay_lsn()::text"
+#: What a standby has replayed; NULL out of recovery (a promoted standby still reports
+#: its last replayed position: only pg_is_in_recovery() says it was promoted).
+_REPLAY_QUERY = "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END"
 #: A read-your-writes token: the insert position covers the commit just made, even with
 #: ``synchronous_commit=off`` (where the write position may still be before it).
 _TOKEN_QUERY = "SELECT pg_current_wal_insert_lsn()::text"

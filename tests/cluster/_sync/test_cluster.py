@@ -178,9 +178,41 @@ def test_old_primary_back_writable_gets_no_write(
     )
 
 
-def role_of(pool: Any, node: PgNode) -> str:
-    [host] = [h for h in pool.stats().hosts if h.label.endswith(f":{node.port}")]
+def test_a_promotion_elsewhere_fences_a_primary_that_still_runs(
+    make_replication: Any,
+) -> None:
+    """Split brain: the standby is promoted while the old primary keeps running. The pool
+    notices within about one lag_interval (a standby out of recovery is probed) and moves
+    every write to the newer timeline; the old primary's connections are refused."""
+    rs: Replication = make_replication(standbys=1)
+    old, new = rs.primary, rs.standbys[0]
+    ledger = Ledger(_table())
+    ledger.create(old)
+    with cluster_pool(rs, lag_interval=0.1) as pool:
+        load = Load(pool, ledger)
+        load.start()
+        load.wait_acks(20, old.port)
+        Flavour.blocking(rs.promote, new)
+        promoted_at = time.monotonic()
+        load.wait_acks(50, new.port)
+        load.finish()
+        stats = pool.stats()
+    late = [a for a in ledger.acks() if a.port == old.port and a.at > promoted_at + 1.0]
+    assert not late, late
+    assert stats.newest_timeline == 2
+    assert stats.primary is not None
+    assert stats.primary.endswith(f":{new.port}")
+    assert role_of_stats(stats, old) == "stale"
+    assert not load.checkout_errors, load.checkout_errors
+
+
+def role_of_stats(stats: Any, node: PgNode) -> str:
+    [host] = [h for h in stats.hosts if h.label.endswith(f":{node.port}")]
     return str(host.role)
+
+
+def role_of(pool: Any, node: PgNode) -> str:
+    return role_of_stats(pool.stats(), node)
 
 
 def test_old_primary_back_as_standby_serves_reads(make_replication: Any) -> None:
