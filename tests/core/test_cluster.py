@@ -51,6 +51,19 @@ def test_a_connection_on_an_older_timeline_is_fenced() -> None:
     assert not state.is_news_of_staleness(A)
 
 
+def test_a_connection_to_a_lost_primary_does_not_elect_it_again() -> None:
+    state = cluster()
+    assert state.judge_write(ConnFacts(A, 0.0, False, 1), 0.0) == "ok"
+    assert state.lost(A, 1.0)
+    # A connection the loss has not reached yet: refused, the host is not re-elected.
+    assert state.judge_write(ConnFacts(A, 0.0, False, 1), 1.1) == "moved"
+    assert state.primary is None
+    assert state.failovers == 0
+    # A newer timeline is news enough on its own.
+    assert state.judge_write(ConnFacts(B, 1.2, False, 2), 1.2) == "ok"
+    assert (primary_of(state), state.failovers) == (B, 1)
+
+
 def test_a_connection_made_on_a_standby_needs_its_timeline() -> None:
     state = cluster()
     assert state.judge_write(ConnFacts(B, 0.0, True, None), 1.0) == "standby"

@@ -488,10 +488,15 @@ class AsyncClusterPool:
                 self._state.hosts[host].writes += 1
                 self._publish()
                 return True
+            if verdict == "moved":
+                self._publish()
             news = verdict == "stale" and self._state.is_news_of_staleness(host)
             if verdict == "standby":
                 self._state.lost(host, monotonic(), demoted=True)
             self._publish()
+        if verdict == "moved":
+            await self.pools[host].putconn(conn)  # unused, sound: back it goes
+            return False
         if news:
             self._log_stale(host, facts.timeline, newest)
         await conn.close()

@@ -32,7 +32,7 @@ from typing import Literal
 
 Role = Literal["unknown", "primary", "standby", "stale", "down"]
 #: What `judge_write` says of a connection about to be lent for writes.
-Verdict = Literal["ok", "stale", "standby"]
+Verdict = Literal["ok", "stale", "standby", "moved"]
 
 #: Back-off of discovery rounds within the grace: short, a promotion takes tens of ms.
 PROBE_DELAY_MIN = 0.005
@@ -168,12 +168,18 @@ class ClusterState:
     def judge_write(self, facts: ConnFacts, now: float) -> Verdict:
         """May this connection be lent for writes? ``stale``: its server is on an older
         timeline than the newest seen (the host is marked stale); ``standby``: its
-        server was in recovery (learn its timeline first, see `learnt_timeline`)."""
+        server was in recovery (learn its timeline first); ``moved``: its host is no
+        longer the primary (lost, or replaced, since it was chosen): give the connection
+        back and look again. A newer timeline than any seen elects its host at once."""
         if facts.timeline is None:
             return "standby"
         if facts.timeline < self.newest_timeline:
             self._stale(facts.host, facts.timeline, now)
             return "stale"
+        if facts.timeline == self.newest_timeline and self.primary != facts.host:
+            # Only discovery elects a primary again after a loss: this connection may
+            # well be one the loss has not reached yet.
+            return "moved"
         self._writable(facts.host, facts.timeline, now)
         return "ok"
 
