@@ -657,7 +657,12 @@ class ClusterPool:
                 conn.close()
         except Exception as exc:
             standby = None
-            logger.debug("cluster pool %r: probe of host %d failed: %s", self.name, host, exc)
+            logger.debug(
+                "cluster pool %r: probe of %s failed: %s",
+                self.name,
+                self._state.hosts[host].label,
+                self.pools[host]._describe_short(exc),  # redacted as the pool's own lines
+            )
         now = monotonic()
         with self._lock:
             newest = self._state.newest_timeline

@@ -19,10 +19,10 @@ import pytest
 
 from pgfleet import AsyncClusterPool
 from pgfleet._acompat import AsyncEvent, asleep
-from pgfleet.errors import DatabaseUnavailable, PoolError
+from pgfleet.errors import DatabaseUnavailable, PoolError, PoolTimeout
 from support.flavours import AsyncFlavour, AsyncTask
 from support.ledger import Ledger
-from support.replication import PgNode, Replication
+from support.replication import Endpoint, PgNode, Replication, multi_host_conninfo
 
 pytestmark = pytest.mark.pg
 
@@ -464,3 +464,25 @@ def test_split_conninfo_never_concatenates() -> None:
     assert info["dbname"] == "x sslmode=disable"
     assert "sslmode" not in info
     assert "target_session_attrs" not in info
+
+
+async def test_no_password_in_repr_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "s3cr3t-pw"
+    info = multi_host_conninfo(
+        [Endpoint.unused(), Endpoint.unused()], password=secret, connect_timeout=2
+    )
+    pool = AsyncClusterPool(info, min_size=1, timeout=0.5, name="secretive")
+    assert secret not in repr(pool)
+    with caplog.at_level(logging.DEBUG, logger="pgfleet"):
+        with pytest.raises(PoolTimeout) as raised:
+            await pool.open(wait=True, timeout=0.5)
+        try:
+            with pytest.raises(PoolError) as again:
+                await select_one(pool)
+        finally:
+            await pool.close()
+    assert secret not in str(raised.value)
+    assert secret not in str(again.value)
+    assert secret not in repr(pool.stats())
+    assert caplog.records  # the probes' failures were logged...
+    assert all(secret not in r.getMessage() for r in caplog.records)  # ...without it
