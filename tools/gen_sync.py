@@ -64,6 +64,7 @@ NAMES: Mapping[str, str] = {
     "aresolve": "resolve",
     "await_fd": "wait_fd",
     "anext": "next",
+    "awrite": "write",
     "_async": "_sync",
 }
 

@@ -2,6 +2,7 @@
 
 from pgfleet import bulk, rows, tx
 from pgfleet._async import (
+    AsyncClusterPool,
     AsyncConnectionGuard,
     AsyncConnectionPool,
     AsyncManager,
@@ -12,6 +13,7 @@ from pgfleet._async import (
 )
 from pgfleet._core import PoolStats
 from pgfleet._sync import (
+    ClusterPool,
     ConnectionGuard,
     ConnectionPool,
     Manager,
@@ -33,6 +35,7 @@ from pgfleet.errors import (
 from pgfleet.tls import TLSInfo, tls_info
 
 __all__ = [
+    "AsyncClusterPool",
     "AsyncConnectionGuard",
     "AsyncConnectionPool",
     "AsyncManager",
@@ -40,6 +43,7 @@ __all__ = [
     "AsyncNullConnectionPool",
     "AsyncPool",
     "AsyncPostgresManager",
+    "ClusterPool",
     "CommitOutcomeUnknown",
     "ConnectionGuard",
     "ConnectionPool",

@@ -37,6 +37,7 @@ for name in forbidden:
     sys.modules.pop(name, None)
 import pgfleet._core
 import pgfleet._core.state
+import pgfleet._core.cluster
 print(json.dumps(sorted(sys.modules)))
 """
 

@@ -249,6 +249,11 @@ class AsyncFlavour:
                 raise AssertionError(f"condition not met within {timeout} s")
             await asyncio.sleep(0.001)
 
+    @staticmethod
+    async def blocking(fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call (a server's crash, a promotion) off the event loop."""
+        return await asyncio.to_thread(fn, *args)
+
 
 class Flavour:
     """Waiting helpers for threaded tests."""
@@ -261,3 +266,8 @@ class Flavour:
             if time.monotonic() > deadline:
                 raise AssertionError(f"condition not met within {timeout} s")
             time.sleep(0.001)
+
+    @staticmethod
+    def blocking(fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call (a server's crash, a promotion): as is, in threads."""
+        return fn(*args)
