@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -26,12 +27,16 @@ WORKERS = 32
 POOLS = 4
 #: Per pool: 16 client connections over PgBouncer's 3 server sessions.
 MAX_SIZE = 4
-#: Seconds of load with transaction_pooler on.
-DURATION = 1.5
 #: At most this long to see the failure with it off (it shows within milliseconds).
 REPRODUCE_WITHIN = 3.0
 #: Two query texts, each run far more than 5 times on every connection.
 QUERIES = ("SELECT %s::int + %s::int", "SELECT %s::text || %s::text")
+#: Successful calls the load runs for with transaction_pooler on: enough for every
+#: connection to run each query far past psycopg's prepare threshold (5). The load is
+#: counted, not timed, so a slow machine runs longer instead of failing.
+TARGET_CALLS = POOLS * MAX_SIZE * len(QUERIES) * 10
+#: The load stops after this many seconds even short of its target (the test then fails).
+LOAD_CAP = 60.0
 PREPARED_STATEMENT_ERRORS = (errors.InvalidSqlStatementName, errors.DuplicatePreparedStatement)
 
 
@@ -74,7 +79,11 @@ def check(row: tuple[Any, ...] | None, worker: int, call: int, query: str) -> No
 
 
 def run_threads(
-    pools: Sequence[Pool[Any]], seconds: float, *, until_prepared_failure: bool
+    pools: Sequence[Pool[Any]],
+    seconds: float,
+    *,
+    until_prepared_failure: bool = False,
+    until_calls: int | None = None,
 ) -> Tally:
     tally = Tally()
     stop = threading.Event()
@@ -89,6 +98,8 @@ def run_threads(
                     row = conn.execute(query, params(worker, call, query)).fetchone()
                 check(row, worker, call, query)
                 tally.success()
+                if until_calls is not None and tally.ok >= until_calls:
+                    stop.set()
             except Exception as exc:
                 tally.failure(exc)
                 if until_prepared_failure and tally.prepared_failures:
@@ -127,7 +138,7 @@ def assert_whole(pool: Pool[Any] | AsyncPool[Any]) -> None:
 def test_32_workers_with_transaction_pooler_have_no_error(bouncer: PgBouncer) -> None:
     pools = open_pools(bouncer, transaction_pooler=True)
     try:
-        tally = run_threads(pools, DURATION, until_prepared_failure=False)
+        tally = run_threads(pools, LOAD_CAP, until_calls=TARGET_CALLS)
         for pool in pools:
             assert_whole(pool)
             # Every connection crossed the threshold many times over.
@@ -137,7 +148,7 @@ def test_32_workers_with_transaction_pooler_have_no_error(bouncer: PgBouncer) ->
             pool.close()
     assert not tally.errors, (tally.errors, tally.examples)
     # Enough calls for every connection to have run each query far past 5 times.
-    assert tally.ok > POOLS * MAX_SIZE * len(QUERIES) * 10, tally.ok
+    assert tally.ok >= TARGET_CALLS, tally.ok
 
 
 def test_without_it_the_prepared_statement_failure_reproduces(
@@ -176,13 +187,16 @@ async def test_32_tasks_over_async_pools_with_transaction_pooler(bouncer: PgBoun
                     row = await cursor.fetchone()
                 check(row, worker, call, query)
                 tally.success()
+                if tally.ok >= TARGET_CALLS:
+                    stop.set()
             except Exception as exc:
                 tally.failure(exc)
             call += 1
 
     tasks = [asyncio.create_task(work(n)) for n in range(WORKERS)]
     try:
-        await asyncio.sleep(DURATION / 2)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), LOAD_CAP)
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
@@ -190,7 +204,7 @@ async def test_32_tasks_over_async_pools_with_transaction_pooler(bouncer: PgBoun
             assert_whole(pool)
             await pool.close()
     assert not tally.errors, (tally.errors, tally.examples)
-    assert tally.ok > POOLS * MAX_SIZE * len(QUERIES) * 5, tally.ok
+    assert tally.ok >= TARGET_CALLS, tally.ok
 
 
 def test_the_connections_really_are_unprepared(bouncer_cluster: PgCluster) -> None:
