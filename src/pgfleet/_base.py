@@ -15,7 +15,8 @@ import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Generic, Self
+from dataclasses import replace
+from typing import Any, ClassVar, Generic, Self
 
 import psycopg
 from typing_extensions import TypeVar
@@ -47,6 +48,10 @@ os.register_at_fork(after_in_child=_forget_parent_connections)
 class BasePool(Generic[ConnT]):
     """The flavour-independent half of a pool (no I/O, nothing awaited)."""
 
+    #: False: keep no idle connection (the null pools): a returned connection goes to
+    #: the oldest waiter, else it closes; ``min_size`` must be 0 (see `pgfleet._core.state`).
+    _keeps_idle: ClassVar[bool] = True
+
     # Set by the flavour's constructor (`_setup`, `_new_machinery` and the manager's hooks).
     settings: PoolSettings
     manager: Any
@@ -72,13 +77,17 @@ class BasePool(Generic[ConnT]):
         self._permanent_error: BaseException | None = None
         self._opened_at = 0.0
         self._ready_logged = False
-        self._core = PoolCore(self.settings.core(), name=self.name)
+        self._core = self._new_core()
         self._checkout_stacks = {}
         #: What `getconn` lent, by ``id(conn)``, for `putconn` to find.
         self._borrowed = {}
         self._forked = False
         self._opened = False
         self._closed = False
+
+    def _new_core(self) -> PoolCore[ConnT]:
+        """The engine, in the mode the class asks for (`_keeps_idle`)."""
+        return PoolCore(replace(self.settings.core(), keep_idle=self._keeps_idle), name=self.name)
 
     def _new_machinery(self) -> None:
         """Create the flavour's lock, queue clock, workers and events."""
@@ -228,7 +237,7 @@ class BasePool(Generic[ConnT]):
         sockets. The child opens its own connections on its next checkout.
         """
         _ORPHANS.extend(entry.conn for entry in self._core.forget_all())
-        self._core = PoolCore(self.settings.core(), name=self.name)
+        self._core = self._new_core()
         self._new_machinery()
         self._checkout_stacks = {}
         self._borrowed = {}

@@ -511,9 +511,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         """Change the pool's size bounds."""
         settings = replace(self.settings, min_size=min_size, max_size=max_size)
         assert settings.max_size is not None
-        self.settings = settings
-        with self._lock:
+        with self._lock:  # raises (changing nothing) on sizes the engine's mode refuses
             actions = self._core.resize(settings.min_size, settings.max_size, monotonic())
+        self.settings = settings
         await self._run(actions)
 
     async def check(self) -> None:
