@@ -51,6 +51,10 @@ class BasePool(Generic[ConnT]):
     #: False: keep no idle connection (the null pools): a returned connection goes to
     #: the oldest waiter, else it closes; ``min_size`` must be 0 (see `pgfleet._core.state`).
     _keeps_idle: ClassVar[bool] = True
+    #: True: ``conn.close()`` on a connection from `getconn` gives it back (`putconn`)
+    #: instead of closing it, as psycopg (3.3) does for a connection whose ``_pool`` is
+    #: set: what SQLAlchemy's ``creator=pool.getconn`` recipe needs (docs/sqlalchemy.md).
+    close_returns: bool = False
 
     # Set by the flavour's constructor (`_setup`, `_new_machinery` and the manager's hooks).
     settings: PoolSettings

@@ -326,8 +326,11 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
     async def getconn(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection; give it back with `putconn`."""
         entry = await self._checkout(timeout)
-        self._borrowed[id(entry.conn)] = entry
-        return entry.conn
+        conn = entry.conn
+        self._borrowed[id(conn)] = entry
+        if self.close_returns:
+            conn._pool = self  # type: ignore[attr-defined]  # psycopg: close() returns it
+        return conn
 
     async def putconn(self, conn: ConnT) -> None:
         """Give back a connection borrowed with `getconn`."""
@@ -342,6 +345,8 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
                 return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
+        if self.close_returns:
+            conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         await self._checkin(entry)
 
     async def _checkout(

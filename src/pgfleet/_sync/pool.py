@@ -329,8 +329,11 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
     def getconn(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection; give it back with `putconn`."""
         entry = self._checkout(timeout)
-        self._borrowed[id(entry.conn)] = entry
-        return entry.conn
+        conn = entry.conn
+        self._borrowed[id(conn)] = entry
+        if self.close_returns:
+            conn._pool = self  # type: ignore[attr-defined]  # psycopg: close() returns it
+        return conn
 
     def putconn(self, conn: ConnT) -> None:
         """Give back a connection borrowed with `getconn`."""
@@ -345,6 +348,8 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
                 return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
+        if self.close_returns:
+            conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         self._checkin(entry)
 
     def _checkout(self, timeout: float | None, broken: Entry[ConnT] | None = None) -> Entry[ConnT]:

@@ -253,8 +253,13 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         return self._reset is None and conn.pgconn.transaction_status == _IDLE
 
     def commit(self, conn: psycopg.Connection[Any]) -> None:
-        """COMMIT the transaction a ``connection()`` block left open (as psycopg_pool does)."""
-        if conn.pgconn.transaction_status != _IDLE:
+        """COMMIT the transaction a ``connection()`` block left open (as psycopg_pool does).
+
+        Nothing for a connection its user closed (``conn.close()`` in the block): the
+        pool then discards it quietly, as psycopg_pool does. A connection that broke
+        (not closed by its user) still raises: its transaction was not committed.
+        """
+        if conn.pgconn.transaction_status != _IDLE and not _closed_by_user(conn):
             conn.commit()
 
     def reset(self, conn: psycopg.Connection[Any], timeout: float) -> None:
@@ -271,6 +276,8 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
                 return  # the common case: nothing to undo
         elif status in _IN_TRANSACTION:
             self._drive(conn, wire.exchange(pgconn, b"ROLLBACK"), timeout)
+        elif _closed_by_user(conn):
+            raise psycopg.OperationalError("the connection came back closed by its user")
         else:
             raise psycopg.OperationalError(
                 f"the connection came back unusable (status {pq.ConnStatus(pgconn.status).name},"
@@ -285,6 +292,9 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
 
     def close(self, conn: psycopg.Connection[Any]) -> None:
         """Close the connection (sends Terminate; never waits for the server)."""
+        # Lent by `getconn` with close_returns on (the pool closing): close it for real.
+        if getattr(conn, "_pool", None) is not None:
+            conn._pool = None
         self._probes.forget(conn.pgconn)
         if self.pooler_watch is not None:
             self.pooler_watch.forget(id(conn.pgconn))
@@ -315,6 +325,11 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         except StopIteration as done:
             result: R = done.value
             return result
+
+
+def _closed_by_user(conn: psycopg.Connection[Any]) -> bool:
+    """True for a connection closed by ``close()``, not broken (psycopg tells them apart)."""
+    return conn.closed and not conn.broken
 
 
 #: The guard subclass of each cursor class (made once; a race makes two, harmlessly).
