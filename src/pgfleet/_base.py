@@ -106,7 +106,7 @@ class BasePool(Generic[ConnT]):
     @classmethod
     def from_env(
         cls,
-        conninfo: str | None = None,
+        conninfo: str | Callable[[], Any] | None = None,
         *,
         prefix: str = "PGFLEET_",
         environ: Mapping[str, str] | None = None,

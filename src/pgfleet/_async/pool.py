@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Generic, Self, Unpack
@@ -45,6 +45,7 @@ from pgfleet._core import (
     Wakeup,
 )
 from pgfleet._core.state import NO_ACTIONS, ORPHANED
+from pgfleet._postgres.conninfo import AsyncConninfoResult, AsyncKwargsResult
 from pgfleet._retry import TransactionOptions, TxSettings
 from pgfleet.errors import PoolError
 
@@ -61,8 +62,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
 
     Args:
         conninfo: where to connect (URL or ``key=value``); None reads ``DATABASE_URL``,
-            else libpq's ``PG*`` environment.
-        kwargs: more `psycopg.AsyncConnection.connect` arguments.
+            else libpq's ``PG*`` environment. Or a function returning it, called at each
+            connection attempt (see `AsyncPostgresManager`).
+        kwargs: more `psycopg.AsyncConnection.connect` arguments, or a function returning them.
         manager: pool anything: an `AsyncManager` replaces the PostgreSQL manager.
         min_size: connections kept open even when idle.
         max_size: the most connections open at once (default: ``min_size``).
@@ -106,9 +108,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
 
     def __init__(
         self,
-        conninfo: str | None = None,
+        conninfo: str | Callable[[], AsyncConninfoResult] | None = None,
         *,
-        kwargs: Mapping[str, Any] | None = None,
+        kwargs: Mapping[str, Any] | Callable[[], AsyncKwargsResult] | None = None,
         manager: AsyncManagerProtocol[ConnT] | None = None,
         min_size: int = _defaults.MIN_SIZE,
         max_size: int | None = None,
