@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgfleet import AsyncPool
+from pgfleet import AsyncPool, AsyncPostgresManager
 from support.cluster import PgCluster
 from support.timing import well_under
 
@@ -57,6 +57,12 @@ def everything_said(error: BaseException | None, caplog: pytest.LogCaptureFixtur
     return "\n".join(parts)
 
 
+def manager_of(pool: AsyncPool[Any]) -> AsyncPostgresManager:
+    manager = pool.manager
+    assert isinstance(manager, AsyncPostgresManager)
+    return manager
+
+
 async def backend_pid(pool: AsyncPool[Any]) -> int:
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT pg_backend_pid()")
@@ -75,7 +81,7 @@ async def test_a_conninfo_function_follows_a_rotating_password(pg: PgCluster, ro
         return make_conninfo(pg.conninfo(), user=role, password=password[0])
 
     pool = AsyncPool(conninfo, min_size=1, max_size=1, timeout=TIMEOUT)
-    assert pool.manager.conninfo is conninfo  # stored as given
+    assert manager_of(pool).conninfo is conninfo  # stored as given
     async with pool:
         first = await backend_pid(pool)
         old = password[0]
@@ -87,7 +93,7 @@ async def test_a_conninfo_function_follows_a_rotating_password(pg: PgCluster, ro
         assert second != first
         assert calls == [old, password[0]]
         # Both passwords stay secret in what the pool writes, and in its repr.
-        assert pool.manager.redact(f"was {old}, is {password[0]}") == "was ***, is ***"
+        assert manager_of(pool).redact(f"was {old}, is {password[0]}") == "was ***, is ***"
         for text in (repr(pool), repr(pool.manager), str(pool.stats())):
             assert old not in text
             assert password[0] not in text
@@ -105,7 +111,7 @@ async def test_a_kwargs_function_is_called_at_each_attempt(pg: PgCluster, role: 
         return {"user": role, "password": password[0], "application_name": app}
 
     async with AsyncPool(pg.conninfo(), kwargs=kwargs, min_size=1, timeout=TIMEOUT) as pool:
-        assert pool.manager.kwargs is kwargs
+        assert manager_of(pool).kwargs is kwargs
         async with pool.connection() as conn:
             cur = await conn.execute("SELECT current_user, current_setting('application_name')")
             assert await cur.fetchone() == (role, app)
@@ -161,7 +167,7 @@ async def test_a_wrong_password_from_a_function_stays_secret(
         said = everything_said(caught.value, caplog)
         assert "password authentication failed" in said
         assert wrong not in said
-        assert pool.manager.redact(f"x {wrong} y") == "x *** y"
+        assert manager_of(pool).redact(f"x {wrong} y") == "x *** y"
 
 
 @pytest.mark.parametrize(

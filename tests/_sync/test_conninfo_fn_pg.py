@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgfleet import Pool
+from pgfleet import Pool, PostgresManager
 from support.cluster import PgCluster
 from support.timing import well_under
 
@@ -60,6 +60,12 @@ def everything_said(error: BaseException | None, caplog: pytest.LogCaptureFixtur
     return "\n".join(parts)
 
 
+def manager_of(pool: Pool[Any]) -> PostgresManager:
+    manager = pool.manager
+    assert isinstance(manager, PostgresManager)
+    return manager
+
+
 def backend_pid(pool: Pool[Any]) -> int:
     with pool.connection() as conn:
         cur = conn.execute("SELECT pg_backend_pid()")
@@ -78,7 +84,7 @@ def test_a_conninfo_function_follows_a_rotating_password(pg: PgCluster, role: st
         return make_conninfo(pg.conninfo(), user=role, password=password[0])
 
     pool = Pool(conninfo, min_size=1, max_size=1, timeout=TIMEOUT)
-    assert pool.manager.conninfo is conninfo  # stored as given
+    assert manager_of(pool).conninfo is conninfo  # stored as given
     with pool:
         first = backend_pid(pool)
         old = password[0]
@@ -90,7 +96,7 @@ def test_a_conninfo_function_follows_a_rotating_password(pg: PgCluster, role: st
         assert second != first
         assert calls == [old, password[0]]
         # Both passwords stay secret in what the pool writes, and in its repr.
-        assert pool.manager.redact(f"was {old}, is {password[0]}") == "was ***, is ***"
+        assert manager_of(pool).redact(f"was {old}, is {password[0]}") == "was ***, is ***"
         for text in (repr(pool), repr(pool.manager), str(pool.stats())):
             assert old not in text
             assert password[0] not in text
@@ -108,7 +114,7 @@ def test_a_kwargs_function_is_called_at_each_attempt(pg: PgCluster, role: str) -
         return {"user": role, "password": password[0], "application_name": app}
 
     with Pool(pg.conninfo(), kwargs=kwargs, min_size=1, timeout=TIMEOUT) as pool:
-        assert pool.manager.kwargs is kwargs
+        assert manager_of(pool).kwargs is kwargs
         with pool.connection() as conn:
             cur = conn.execute("SELECT current_user, current_setting('application_name')")
             assert cur.fetchone() == (role, app)
@@ -164,7 +170,7 @@ def test_a_wrong_password_from_a_function_stays_secret(
         said = everything_said(caught.value, caplog)
         assert "password authentication failed" in said
         assert wrong not in said
-        assert pool.manager.redact(f"x {wrong} y") == "x *** y"
+        assert manager_of(pool).redact(f"x {wrong} y") == "x *** y"
 
 
 @pytest.mark.parametrize(
