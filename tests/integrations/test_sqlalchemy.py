@@ -81,9 +81,9 @@ def test_an_engine_on_a_pool_under_32_threads(pg: PgCluster, ids_table: str) -> 
         max_size=MAX_SIZE,
         timeout=20.0,
     )
-    assert pool.close_returns is False
+    before = pool.close_returns
     engine = create_engine(pool)
-    assert pool.close_returns is True
+    assert (before, pool.close_returns) == (False, True)
     assert isinstance(engine.pool, NullPool)
     rows = table(ids_table, column("id"))
 
