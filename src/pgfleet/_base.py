@@ -15,6 +15,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any, ClassVar, Generic, Self
 
 import psycopg
@@ -61,9 +62,8 @@ _PSYCOPG_POOL_COUNTERS = (
 class BasePool(Generic[ConnT]):
     """The flavour-independent half of a pool (no I/O, nothing awaited)."""
 
-    #: False for the null pools (`pgfleet._async.compat`): no connection is kept idle;
-    #: one is closed when it comes back unless a caller is waiting for it. Read where the
-    #: engine is built (`_new_core`).
+    #: False: keep no idle connection (the null pools): a returned connection goes to
+    #: the oldest waiter, else it closes; ``min_size`` must be 0 (see `pgfleet._core.state`).
     _keeps_idle: ClassVar[bool] = True
 
     # Set by the flavour's constructor (`_setup`, `_new_machinery` and the manager's hooks).
@@ -75,7 +75,9 @@ class BasePool(Generic[ConnT]):
     conninfo: Any
     kwargs: Any
     connection_class: Any
-    #: psycopg_pool's ``close_returns``: ``conn.close()`` gives a lent connection back.
+    #: True: ``conn.close()`` on a connection from `getconn` gives it back (`putconn`)
+    #: instead of closing it, as psycopg (3.3) does for a connection whose ``_pool`` is
+    #: set: what SQLAlchemy's ``creator=pool.getconn`` recipe needs (docs/sqlalchemy.md).
     close_returns: bool
     #: Seconds of failing background connects before `reconnect_failed` is called.
     reconnect_timeout: float
@@ -115,10 +117,8 @@ class BasePool(Generic[ConnT]):
         self._closed = False
 
     def _new_core(self) -> PoolCore[ConnT]:
-        """The engine, built here only (at construction and after a fork)."""
-        # Hook for the engine's null mode (issue #16): once `PoolCore` takes it, pass
-        # ``keep_idle=self._keeps_idle`` here; the null pools set it False.
-        return PoolCore(self.settings.core(), name=self.name)
+        """The engine, in the mode the class asks for (`_keeps_idle`)."""
+        return PoolCore(replace(self.settings.core(), keep_idle=self._keeps_idle), name=self.name)
 
     def _new_machinery(self) -> None:
         """Create the flavour's lock, queue clock, workers and events."""
@@ -160,7 +160,7 @@ class BasePool(Generic[ConnT]):
     @classmethod
     def from_env(
         cls,
-        conninfo: str | None = None,
+        conninfo: str | Callable[[], Any] | None = None,
         *,
         prefix: str = "PGFLEET_",
         environ: Mapping[str, str] | None = None,

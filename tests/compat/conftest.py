@@ -94,42 +94,6 @@ def table(observer: Observer) -> Iterator[str]:
     observer.conn.execute(sql.SQL("DROP TABLE {}").format(ident))
 
 
-#: pgfleet tests waiting for the engine half of issue #16 (branch c16-null): the null
-#: pools' "keep no idle connection" mode, callable conninfo/kwargs, ``close_returns``, a
-#: connection the user closed inside ``with pool.connection()``, and the SQLAlchemy recipe.
-#: Strict: once that branch is merged they pass, and this list must go (delete it then).
-PENDING_ENGINE = frozenset(
-    {
-        "test_null_pool_wait_checks_connectivity",
-        "test_a_connection_closed_by_the_user_is_replaced",
-        "test_close_returns_gives_the_connection_back",
-        "test_conninfo_callable_is_asked_for_each_new_connection",
-        "test_kwargs_callable_is_asked_for_each_new_connection",
-        "test_null_pool_keeps_no_idle_connection",
-        "test_null_pool_max_size_bounds_concurrency_and_callers_queue",
-        "test_null_pool_under_concurrent_workers",
-        "test_async_conninfo_callable",
-        "test_async_kwargs_callable",
-        "test_sqlalchemy_engine_on_a_pool_with_threads",
-        "test_sqlalchemy_async_engine_on_a_pool_with_tasks",
-    }
-)
-#: The same, for the null pool's column only.
-PENDING_ENGINE_NULL = frozenset(
-    {"test_configure_runs_on_each_new_connection", "test_get_stats_and_pop_stats"}
-)
-
-
-def _pending_engine(item: pytest.Item) -> bool:
-    callspec = getattr(item, "callspec", None)
-    if callspec is None or callspec.params.get("impl") != "pgfleet":
-        return False
-    name = getattr(item, "originalname", item.name)
-    if name in PENDING_ENGINE:
-        return True
-    return name in PENDING_ENGINE_NULL and "Null" in str(callspec.params.get("kind", ""))
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # A pgfleet test that hangs must not hold the column for the default minute.
     here = os.path.dirname(__file__)
@@ -138,9 +102,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(10))
-        if _pending_engine(item):
-            item.add_marker(
-                pytest.mark.xfail(
-                    reason="needs the engine half of issue #16 (branch c16-null)", strict=True
-                )
-            )

@@ -64,12 +64,21 @@ class TrackedWaiter(Waiter):
         return f"<Waiter #{self.number}>"
 
 
+def limit(max_size: int) -> float:
+    """The size bound of `max_size` (0: none)."""
+    return max_size or INF
+
+
 @st.composite
 def core_settings(draw: st.DrawFn) -> CoreSettings:
-    max_size = draw(st.integers(1, 4))
+    # A third of the pools keep no idle connection (the null pools): no floor, and
+    # max_size 0 means no bound.
+    keep_idle = draw(st.sampled_from([True, True, False]))
+    max_size = draw(st.integers(1, 4) if keep_idle else st.integers(0, 4))
     initial = draw(st.sampled_from([0.5, 2.0]))
     return CoreSettings(
-        min_size=draw(st.integers(0, max_size)),
+        keep_idle=keep_idle,
+        min_size=draw(st.integers(0, max_size)) if keep_idle else 0,
         max_size=max_size,
         max_waiting=draw(st.sampled_from([0, 0, 2, 5])),
         max_lifetime=draw(st.sampled_from([None, 20.0, 60.0])),
@@ -127,7 +136,7 @@ class PoolMachine(RuleBasedStateMachine):
         # (and when it starts: it ticks first thing).
         self.deadline = INF
         self.tick_pending = True
-        self.size_bound = config.max_size
+        self.size_bound = limit(config.max_size)
         self.counts: Counter[str] = Counter()
         opened = self.core.open(self.now)
         assert not isinstance(opened, str)  # a new pool opens
@@ -252,7 +261,10 @@ class PoolMachine(RuleBasedStateMachine):
             what = draw(ADMINISTRATION, "what")
             if what == "resize":
                 max_size = draw(SIZES, "max_size")
-                self.resize(draw(SIZES, "min_size") % (max_size + 1), max_size)
+                if self.engine.settings.keep_idle:
+                    self.resize(draw(SIZES, "min_size") % (max_size + 1), max_size)
+                else:
+                    self.resize(0, max_size % 5)  # 0: no bound
             else:
                 getattr(self, what)()
 
@@ -277,6 +289,9 @@ class PoolMachine(RuleBasedStateMachine):
                 assert key not in self.reported, "a leak reported twice"
                 self.reported.add(key)
                 self.counts["leaks"] += 1
+        if not core.settings.keep_idle and not self.queue:
+            # A null pool fills nothing in the background: connects are for callers.
+            assert not any(isinstance(action, Connect) for action in actions)
         self.run(actions)
         self.tick_pending = False
         self.deadline = deadline
@@ -384,10 +399,18 @@ class PoolMachine(RuleBasedStateMachine):
         leaks = [action for action in actions if isinstance(action, ReportLeak)]
         assert leaks == ([ReportLeak(entry)] if leak_reported and not broken else [])
         assert all(leak.returned for leak in leaks)
+        queued = bool(self.queue)
         self.run(actions)
         if broken:
             assert entry.state == "closed"
             assert core.suspect_before == self.now
+        elif not core.settings.keep_idle:
+            # Straight to the oldest waiter, else closed: never idle.
+            assert entry.state in ("lent", "closed"), entry
+            if not (core.closed or entry.retired or entry.expires_at <= self.now):
+                assert entry.state == ("lent" if queued else "closed"), entry
+                if not queued:
+                    assert core.stats().connections_closed.get("not_kept", 0) >= 1
 
     def check_before_use(self, entry: Entry[FakeConn], *, ok: bool) -> None:
         """The shell checks a lent connection before use: it passes, or is discarded."""
@@ -446,7 +469,16 @@ class PoolMachine(RuleBasedStateMachine):
         for action in actions:
             if isinstance(action, Fail):
                 assert action.reason == "database_unavailable"
-        if core.settings.fail_fast and not core.closed and not (core.lent or core.checking):
+        if core.closed:
+            assert self.queue == queue_before
+        elif not core.settings.keep_idle:
+            # Each caller's connect is its own: the ones a connect was (or would be)
+            # started for fail with it, but as many as the connects in flight could
+            # serve; those queued beyond max_size wait for a lent connection's return.
+            free = limit(core.settings.max_size) - core.size
+            failing = max(0, min(free, len(queue_before) - core.connecting))
+            assert self.queue == queue_before[: len(queue_before) - int(failing)]
+        elif core.settings.fail_fast and not (core.lent or core.checking):
             # Keep as many of the oldest waiters as the connects in flight could serve
             # (and all of them while the pool still holds connections that will return).
             kept = min(len(queue_before), core.connecting)
@@ -483,7 +515,7 @@ class PoolMachine(RuleBasedStateMachine):
         actions = self.engine.resize(min_size, max_size, self.now)
         self.run(actions)
         # Lent, checking and connecting ones may exceed the new max_size for a while.
-        self.size_bound = max(max_size, self.engine.size)
+        self.size_bound = max(limit(max_size), self.engine.size)
 
     def check_all(self) -> None:
         self.run(self.engine.check_all())
@@ -510,6 +542,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.the_engine_agrees_with_the_shell()
         self.size_stays_within_max_size()
         self.nobody_waits_while_a_connection_is_idle()
+        self.a_null_pool_keeps_nothing_idle()
         self.each_waiter_gets_at_most_one_outcome()
         self.queued_waiters_are_not_forgotten()
         self.maintenance_wakes_in_time()
@@ -548,10 +581,10 @@ class PoolMachine(RuleBasedStateMachine):
         # Only a resize may leave more than max_size (the engine closes the idle surplus
         # at once and sheds the rest as it comes back), and then the size only shrinks...
         assert size <= self.size_bound, (size, self.size_bound)
-        self.size_bound = max(core.settings.max_size, size)
+        self.size_bound = max(limit(core.settings.max_size), size)
         # ...as what is out comes back: the excess is all due to be shed (retired lent
         # connections, connects in flight, connections being checked).
-        excess = size - core.settings.max_size
+        excess = size - limit(core.settings.max_size)
         if excess > 0 and not core.closed:
             retired = sum(entry.retired for entry in core.lent.values())
             assert excess <= retired + core.connecting + len(core.checking), (
@@ -564,6 +597,18 @@ class PoolMachine(RuleBasedStateMachine):
     def nobody_waits_while_a_connection_is_idle(self) -> None:
         core = self.engine
         assert not (core.idle and core.waiters)
+
+    def a_null_pool_keeps_nothing_idle(self) -> None:
+        core = self.engine
+        if core.settings.keep_idle:
+            return
+        assert not core.idle, core.idle
+        assert core.settings.min_size == 0
+        assert not core.checking  # nothing idle, so nothing to check
+        stats = core.stats()
+        assert stats.idle == 0
+        closed = sum(stats.connections_closed.values())
+        assert stats.connections_created - closed == len(core.lent) + len(core.checking)
 
     def each_waiter_gets_at_most_one_outcome(self) -> None:
         queued = {id(waiter) for waiter in self.queue}
@@ -582,7 +627,7 @@ class PoolMachine(RuleBasedStateMachine):
         config = core.settings
         starved = (
             len(self.queue) > core.connecting + len(core.checking)
-            and core.size < config.max_size
+            and core.size < limit(config.max_size)
             and core.connecting < config.max_connecting
         )
         if starved:

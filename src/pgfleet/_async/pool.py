@@ -49,6 +49,7 @@ from pgfleet._core import (
     Wakeup,
 )
 from pgfleet._core.state import NO_ACTIONS, ORPHANED
+from pgfleet._postgres.conninfo import AsyncConninfoResult, AsyncKwargsResult
 from pgfleet._retry import TransactionOptions, TxSettings
 from pgfleet.errors import PoolError
 
@@ -74,8 +75,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
 
     Args:
         conninfo: where to connect (URL or ``key=value``); None reads ``DATABASE_URL``,
-            else libpq's ``PG*`` environment.
-        kwargs: more `psycopg.AsyncConnection.connect` arguments.
+            else libpq's ``PG*`` environment. Or a function returning it, called at each
+            connection attempt (see `AsyncPostgresManager`).
+        kwargs: more `psycopg.AsyncConnection.connect` arguments, or a function returning them.
         manager: pool anything: an `AsyncManager` replaces the PostgreSQL manager.
         min_size: connections kept open even when idle.
         max_size: the most connections open at once (default: ``min_size``).
@@ -133,9 +135,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
 
     def __init__(
         self,
-        conninfo: str | None = None,
+        conninfo: str | Callable[[], AsyncConninfoResult] | None = None,
         *,
-        kwargs: Mapping[str, Any] | None = None,
+        kwargs: Mapping[str, Any] | Callable[[], AsyncKwargsResult] | None = None,
         manager: AsyncManagerProtocol[ConnT] | None = None,
         min_size: int = _defaults.MIN_SIZE,
         max_size: int | None = None,
@@ -389,8 +391,11 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
     async def getconn(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection; give it back with `putconn`."""
         entry = await self._checkout(timeout)
-        self._borrowed[id(entry.conn)] = entry
-        return entry.conn
+        conn = entry.conn
+        self._borrowed[id(conn)] = entry
+        if self.close_returns:
+            conn._pool = self  # type: ignore[attr-defined]  # psycopg: close() returns it
+        return conn
 
     async def putconn(self, conn: ConnT) -> None:
         """Give back a connection borrowed with `getconn`."""
@@ -405,6 +410,8 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
                 return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
+        if self.close_returns:
+            conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         await self._checkin(entry)
 
     async def _checkout(
@@ -604,9 +611,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         """Change the pool's size bounds."""
         settings = replace(self.settings, min_size=min_size, max_size=max_size)
         assert settings.max_size is not None
-        self.settings = settings
-        with self._lock:
+        with self._lock:  # raises (changing nothing) on sizes the engine's mode refuses
             actions = self._core.resize(settings.min_size, settings.max_size, monotonic())
+        self.settings = settings
         await self._run(actions)
 
     async def check(self) -> None:

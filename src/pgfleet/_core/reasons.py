@@ -19,6 +19,7 @@ CloseReason = Literal[
     "check_failed",  # failed a health check
     "broken",  # came back broken, or was found broken before use
     "pool_closed",  # the pool closed
+    "not_kept",  # came back or connected with nobody queued, in a pool that keeps none idle
 ]
 """Why the engine closed a connection (the keys of ``PoolStats.connections_closed``)."""
 

@@ -48,6 +48,14 @@ the server is back succeeds at once. With ``fail_fast`` a failed attempt fails
 the queued callers (reason ``"database_unavailable"``) instead of letting them
 sit out their timeout; ``last_error`` keeps the failure for the shell to report.
 
+Keeping no idle connection (``keep_idle=False``, the null pools): a connection
+that comes back, or connects, goes straight to the oldest waiter, else it closes
+(reason ``"not_kept"``): the idle stack stays empty, ``min_size`` is 0 and nothing
+fills in the background; ``max_size`` bounds the connections open at once (0: no
+bound). Every queued caller starts a connect of its own; when one fails, the
+callers its attempt was for fail with it (``"database_unavailable"``, whatever
+``fail_fast`` says), as a null pool's caller gets its own connect error.
+
 Time: `tick` expires connections (``max_lifetime`` with jitter, ``max_idle``
 above ``min_size``), reports leaks, refills the ``min_size`` floor and returns
 the next deadline. Events that create an earlier deadline emit `WAKEUP` so the
@@ -60,6 +68,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
@@ -85,6 +94,8 @@ T = TypeVar("T")
 
 NO_ACTIONS: tuple[Action, ...] = ()
 INF = math.inf
+#: The size bound of ``max_size=0`` (no bound).
+UNBOUNDED: Final = sys.maxsize
 
 State = Literal["new", "idle", "lent", "checking", "closed", "orphaned"]
 """Where an entry is (see the theory of operation)."""
@@ -108,6 +119,7 @@ class CoreSettings:
     """The engine's policy knobs, already validated by the shell's settings."""
 
     min_size: int = defaults.MIN_SIZE
+    #: The most connections at once; 0: no bound (a null pool's ``max_size=None``).
     max_size: int = defaults.MIN_SIZE
     max_waiting: int = defaults.MAX_WAITING
     max_lifetime: float | None = defaults.MAX_LIFETIME
@@ -118,6 +130,8 @@ class CoreSettings:
     leak_timeout: float | None = defaults.LEAK_TIMEOUT
     fail_fast: bool = defaults.FAIL_FAST
     backoff: Backoff = field(default_factory=Backoff)
+    #: False: keep no idle connection (a null pool; ``min_size`` must be 0).
+    keep_idle: bool = True
 
 
 class Entry(Generic[T]):
@@ -199,6 +213,7 @@ class PoolCore(Generic[T]):
         self.last_error: BaseException | None = None
         self._scheduled_at = INF
         self._numbers = 0
+        _check_sizes(settings.min_size, settings.keep_idle)
         self._apply_settings()
         self.counters = Counters()
 
@@ -208,7 +223,12 @@ class PoolCore(Generic[T]):
         self._check_after_idle = (
             INF if settings.check_after_idle is None else settings.check_after_idle
         )
-        self._no_fast_path = self.closed or settings.leak_timeout is not None
+        #: The size bound (``max_size``, or `UNBOUNDED` for 0).
+        self._max_size = settings.max_size or UNBOUNDED
+        # Without an idle stack every return takes the slow path (`_pool` decides).
+        self._no_fast_path = (
+            self.closed or settings.leak_timeout is not None or not settings.keep_idle
+        )
 
     # -- sizes -----------------------------------------------------------------------
 
@@ -453,7 +473,7 @@ class PoolCore(Generic[T]):
         elif entry.retired or entry.expires_at <= now:
             actions.append(self._forget(entry, "retired" if entry.retired else "expired"))
             self._refill(now, actions)
-        elif self.size > self.settings.max_size:  # (the size counts this one still)
+        elif self.size > self._max_size:  # (the size counts this one still)
             # A resize shrank max_size while this one was out for a check: shed it, as
             # `connected` does, rather than pool it above max_size (for ever, when
             # nothing else expires it).
@@ -485,11 +505,11 @@ class PoolCore(Generic[T]):
             expires_at = now + self.settings.max_lifetime * jitter
         entry = Entry(conn, self._numbers, now, expires_at)
         actions: list[Action] = []
-        if self.closed or self.size >= self.settings.max_size:
+        if self.closed or self.size >= self._max_size:
             actions.append(self._forget(entry, "pool_closed" if self.closed else "surplus"))
             return actions
         self._pool(entry, now, actions)
-        if self._schedule(expires_at):
+        if entry.state != CLOSED and self._schedule(expires_at):
             actions.append(WAKEUP)
         return self._refill(now, actions)
 
@@ -503,13 +523,24 @@ class PoolCore(Generic[T]):
         delay = self.settings.backoff.delay(self.consecutive_failures, self._rng)
         self.retry_at = now + delay
         actions: list[Action] = []
-        if self.settings.fail_fast and not self.closed and not (self.lent or self.checking):
+        failing = 0
+        if self.closed:
+            pass
+        elif not self.settings.keep_idle:
+            # A pool that keeps no idle connection: each queued caller's connect is its
+            # own, and so is its error (as a null pool's caller gets the connect error).
+            # Fail the callers a connect was (or would be) started for, beyond those in
+            # flight; those queued beyond max_size wait for a lent connection's return.
+            failing = min(self._max_size - self.size, len(self.waiters) - self.connecting)
+        elif self.settings.fail_fast and not (self.lent or self.checking):
             # Callers queued now would otherwise wait for a database known to be down.
             # Keep as many as the connects still in flight could serve. While the pool
             # still holds connections (lent, or being checked), a refused refill ("too
             # many clients") does not mean the database is down: their return serves
             # the queue, so nobody is failed.
-            while len(self.waiters) > self.connecting:
+            failing = len(self.waiters) - self.connecting
+        if failing > 0:
+            for _ in range(failing):  # the newest: the oldest are served first
                 waiter = self.waiters.pop()
                 waiter.outcome = "database_unavailable"
                 self.counters.failed_fast += 1
@@ -557,7 +588,7 @@ class PoolCore(Generic[T]):
         settings = self.settings
         deadline = INF
         wants_connects = self.size < settings.min_size or (
-            self.waiters and self.size < settings.max_size
+            self.waiters and self.size < self._max_size
         )
         if wants_connects and self.retry_at > now:
             deadline = self.retry_at
@@ -587,14 +618,20 @@ class PoolCore(Generic[T]):
     # -- administration ---------------------------------------------------------------
 
     def resize(self, min_size: int, max_size: int, now: float) -> list[Action]:
-        """Change the size bounds; surplus idle connections close at once."""
+        """Change the size bounds; surplus idle connections close at once.
+
+        Raises ValueError for a ``min_size`` above 0 in a pool that keeps no idle
+        connection (nothing changes then).
+        """
+        _check_sizes(min_size, self.settings.keep_idle)
         self.settings = replace(self.settings, min_size=min_size, max_size=max_size)
         self._apply_settings()
+        limit = self._max_size
         actions: list[Action] = []
-        while self.idle and self.size > max_size:
+        while self.idle and self.size > limit:
             actions.append(self._forget(self.idle[0], "resized"))
         # Still too many: the lent surplus closes when it comes back.
-        surplus = self.size - max_size
+        surplus = self.size - limit
         for entry in self.lent.values():
             if surplus <= 0:
                 break
@@ -674,7 +711,8 @@ class PoolCore(Generic[T]):
         entry.leak_reported = False
 
     def _pool(self, entry: Entry[T], now: float, actions: list[Action]) -> None:
-        """Give a good entry to the oldest waiter, else put it on the idle stack."""
+        """Give a good entry to the oldest waiter, else put it on the idle stack (or
+        close it, in a pool that keeps no idle connection)."""
         if self.waiters:
             waiter = self.waiters.popleft()
             self._lend(entry, now)
@@ -686,6 +724,9 @@ class PoolCore(Generic[T]):
                 now + self.settings.leak_timeout
             ):
                 actions.append(WAKEUP)
+            return
+        if not self.settings.keep_idle:
+            actions.append(self._forget(entry, "not_kept"))
             return
         self._move(entry, IDLE)
         entry.idle_since = now
@@ -724,7 +765,7 @@ class PoolCore(Generic[T]):
             settings.min_size - size,
             len(self.waiters) - self.connecting - len(self.checking),
         )
-        wanted = min(wanted, settings.max_size - size, settings.max_connecting - self.connecting)
+        wanted = min(wanted, self._max_size - size, settings.max_connecting - self.connecting)
         if wanted <= 0:
             return actions
         if now < self.retry_at:
@@ -752,3 +793,11 @@ class PoolCore(Generic[T]):
         self._move(entry, CLOSED)
         self.counters.observe_close(reason)
         return Close(entry, reason)
+
+
+def _check_sizes(min_size: int, keep_idle: bool) -> None:
+    """A pool that keeps no idle connection has no floor to keep either."""
+    if not keep_idle and min_size != 0:
+        raise ValueError(
+            f"min_size must be 0 in a pool that keeps no idle connection, got {min_size}"
+        )

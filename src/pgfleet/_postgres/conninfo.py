@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+#: What a ``conninfo`` function returns in each flavour (psycopg_pool 3.3 calls it at each
+#: connection attempt; the asyncio pools also await what it returns when awaitable).
+ConninfoResult: TypeAlias = str
+AsyncConninfoResult: TypeAlias = str | Awaitable[str]
+#: The same for a ``kwargs`` function.
+KwargsResult: TypeAlias = Mapping[str, Any]
+AsyncKwargsResult: TypeAlias = Mapping[str, Any] | Awaitable[Mapping[str, Any]]
 
 #: psycopg ``connect()`` arguments that are not libpq connection parameters.
 PSYCOPG_ARGUMENTS = frozenset(

@@ -109,7 +109,7 @@ class ConnectionPool(Pool[ConnT], Generic[ConnT]):
             engine_kwargs = {k: v for k, v in kwargs.items() if k != "connect_timeout"}
         super().__init__(
             conninfo,
-            kwargs=engine_kwargs,  # type: ignore[arg-type]
+            kwargs=engine_kwargs,
             connection_class=connection_class,
             min_size=min_size,
             max_size=engine_max_size,

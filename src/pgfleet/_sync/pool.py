@@ -48,6 +48,7 @@ from pgfleet._core import (
     Wakeup,
 )
 from pgfleet._core.state import NO_ACTIONS, ORPHANED
+from pgfleet._postgres.conninfo import ConninfoResult, KwargsResult
 from pgfleet._retry import TransactionOptions, TxSettings
 from pgfleet._sync import tx as _tx
 from pgfleet._sync.manager import ManagerHooks, ManagerProtocol
@@ -67,8 +68,9 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
 
     Args:
         conninfo: where to connect (URL or ``key=value``); None reads ``DATABASE_URL``,
-            else libpq's ``PG*`` environment.
-        kwargs: more `psycopg.Connection.connect` arguments.
+            else libpq's ``PG*`` environment. Or a function returning it, called at each
+            connection attempt (see `PostgresManager`).
+        kwargs: more `psycopg.Connection.connect` arguments, or a function returning them.
         manager: pool anything: an `Manager` replaces the PostgreSQL manager.
         min_size: connections kept open even when idle.
         max_size: the most connections open at once (default: ``min_size``).
@@ -126,9 +128,9 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
 
     def __init__(
         self,
-        conninfo: str | None = None,
+        conninfo: str | Callable[[], ConninfoResult] | None = None,
         *,
-        kwargs: Mapping[str, Any] | None = None,
+        kwargs: Mapping[str, Any] | Callable[[], KwargsResult] | None = None,
         manager: ManagerProtocol[ConnT] | None = None,
         min_size: int = _defaults.MIN_SIZE,
         max_size: int | None = None,
@@ -381,8 +383,11 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
     def getconn(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection; give it back with `putconn`."""
         entry = self._checkout(timeout)
-        self._borrowed[id(entry.conn)] = entry
-        return entry.conn
+        conn = entry.conn
+        self._borrowed[id(conn)] = entry
+        if self.close_returns:
+            conn._pool = self  # type: ignore[attr-defined]  # psycopg: close() returns it
+        return conn
 
     def putconn(self, conn: ConnT) -> None:
         """Give back a connection borrowed with `getconn`."""
@@ -397,6 +402,8 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
                 return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
+        if self.close_returns:
+            conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         self._checkin(entry)
 
     def _checkout(self, timeout: float | None, broken: Entry[ConnT] | None = None) -> Entry[ConnT]:
@@ -594,9 +601,9 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         """Change the pool's size bounds."""
         settings = replace(self.settings, min_size=min_size, max_size=max_size)
         assert settings.max_size is not None
-        self.settings = settings
-        with self._lock:
+        with self._lock:  # raises (changing nothing) on sizes the engine's mode refuses
             actions = self._core.resize(settings.min_size, settings.max_size, monotonic())
+        self.settings = settings
         self._run(actions)
 
     def check(self) -> None:

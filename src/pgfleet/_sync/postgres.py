@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, TypeVar
 
@@ -23,9 +24,14 @@ from psycopg import pq, sql
 from pgfleet._acompat import bounded, monotonic, wait_fd
 from pgfleet._postgres import pooler, tls, wire
 from pgfleet._postgres.connect_errors import is_permanent_error
-from pgfleet._postgres.conninfo import ConnTarget
+from pgfleet._postgres.conninfo import (
+    ConninfoResult,
+    ConnTarget,
+    KwargsResult,
+    redact,
+)
 from pgfleet._sync.manager import Manager
-from pgfleet._text import hints
+from pgfleet._text import describe, hints
 from pgfleet.errors import TransactionPoolerError
 
 ConnectionCallback = Callable[[psycopg.Connection[Any]], None]
@@ -47,9 +53,15 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
 
     Args:
         conninfo: a ``postgresql://`` URL or a ``key=value`` string; None reads
-            ``DATABASE_URL``, else libpq's own ``PG*`` environment.
+            ``DATABASE_URL``, else libpq's own ``PG*`` environment. Or a function
+            returning one, called at each connection attempt (as psycopg_pool 3.3
+            does: rotating credentials, such as cloud IAM tokens).
         kwargs: more `psycopg.Connection.connect` arguments (``autocommit``,
-            ``row_factory``, connection parameters such as ``sslmode``).
+            ``row_factory``, connection parameters such as ``sslmode``), or a function
+            returning them, called at each connection attempt like `conninfo`.
+            What a function returns is checked, and its secrets redacted, as a value
+            given directly would be; when it raises (or returns something invalid),
+            that attempt fails with an `OperationalError` saying so.
         connection_class: the class whose ``connect`` opens connections.
         configure: ``fn(conn)`` run once on each new connection.
         reset: ``fn(conn)`` run on each returned connection, after the rollback.
@@ -80,9 +92,9 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
 
     def __init__(
         self,
-        conninfo: str | None = None,
+        conninfo: str | Callable[[], ConninfoResult] | None = None,
         *,
-        kwargs: Mapping[str, Any] | None = None,
+        kwargs: Mapping[str, Any] | Callable[[], KwargsResult] | None = None,
         connection_class: type[psycopg.Connection[Any]] = psycopg.Connection,
         configure: ConnectionCallback | None = None,
         reset: ConnectionCallback | None = None,
@@ -91,18 +103,32 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         warn_unverified: bool = True,
         transaction_pooler: bool = False,
     ) -> None:
-        self.target = ConnTarget.resolve(conninfo, kwargs)
+        #: As given: a function is called at each connection attempt.
+        self.conninfo = conninfo
+        self.kwargs = kwargs
+        #: Computed once, unless `conninfo` or `kwargs` is a function.
+        self._static = not callable(conninfo) and not callable(kwargs)
+        if not self._static:
+            _check_source("conninfo", conninfo, str)
+            _check_source("kwargs", kwargs, Mapping)
+        #: Where the latest attempt connected (before the first, for a function, the
+        #: parts given as values): what `describe`, hints and warnings speak of.
+        self.target = ConnTarget.resolve(
+            "" if callable(conninfo) else conninfo, None if callable(kwargs) else kwargs
+        )
+        #: Secrets of the targets a function produced: a rotating password stays
+        #: redacted in messages written after the next rotation.
+        self._past_secrets: deque[str] = deque(maxlen=16)
         if not isinstance(transaction_pooler, bool):
             raise TypeError(f"transaction_pooler must be a bool, got {transaction_pooler!r}")
         self.transaction_pooler = transaction_pooler
         #: What `connect` passes to psycopg besides the conninfo.
-        self._connect_kwargs: Mapping[str, Any] = self.target.connect_kwargs
+        self._connect_kwargs = self._kwargs_for(self.target)
         #: Watches new connections for a pooler (None: transaction_pooler=True, nothing to learn).
         self.pooler_watch: pooler.PoolerWatch | None = None
         if transaction_pooler:
             if reset is not None:
                 raise pooler.refuse_reset()
-            self._connect_kwargs = pooler.pooler_kwargs(self.target.connect_kwargs)
         else:
             self.pooler_watch = pooler.PoolerWatch(self.target.describe())
         self.warn_unverified = warn_unverified
@@ -122,11 +148,60 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
     probe_after_idle = 0.001
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.target}>"
+        if self._static:
+            return f"<{type(self).__name__} {self.target}>"
+        return f"<{type(self).__name__} {self.target} from {_name_of(self.conninfo, self.kwargs)}>"
 
     def redact(self, text: str) -> str:
-        """`text` with this target's secrets replaced by ``***``."""
+        """`text` with this target's secrets (and a function's past ones) replaced by ``***``."""
+        if self._past_secrets:
+            return redact(text, (*self.target.secrets, *self._past_secrets))
         return self.target.redact(text)
+
+    def _kwargs_for(self, target: ConnTarget) -> Mapping[str, Any]:
+        """What `connect` passes to psycopg besides `target`'s conninfo."""
+        if self.transaction_pooler:
+            return pooler.pooler_kwargs(target.connect_kwargs)
+        return target.connect_kwargs
+
+    def _resolve(self, timeout: float) -> ConnTarget:
+        """Call the `conninfo`/`kwargs` functions for one attempt; check what they return."""
+        conninfo: Any = self.conninfo
+        kwargs: Any = self.kwargs
+        for what in ("conninfo", "kwargs"):
+            source = conninfo if what == "conninfo" else kwargs
+            if not callable(source):
+                continue
+            failure: psycopg.OperationalError | None = None
+            try:
+                value = source()
+            except Exception as exc:
+                # Neither chained nor raised here (its context): its text may hold a
+                # secret that only a pattern finds (`redact`). Its frames stay.
+                failure = psycopg.OperationalError(
+                    f"the {what} function {_name_of(source)} failed:"
+                    f" {describe(exc, redact=self.redact, with_type=True)}"
+                ).with_traceback(exc.__traceback__)
+            if failure is not None:
+                raise failure
+            if what == "conninfo":
+                conninfo = value
+            else:
+                kwargs = value
+        try:
+            if not isinstance(conninfo, str):
+                raise TypeError(f"conninfo must be a str, got {type(conninfo).__name__}")
+            if kwargs is not None and not isinstance(kwargs, Mapping):
+                raise TypeError(f"kwargs must be a mapping, got {type(kwargs).__name__}")
+            target = ConnTarget.resolve(conninfo, kwargs)
+        except (TypeError, ValueError) as exc:
+            text = redact(str(exc), self._past_secrets)
+            raise psycopg.OperationalError(
+                f"bad connection settings from {_name_of(self.conninfo, self.kwargs)}: {text}"
+            ) from None
+        self._past_secrets.extend(s for s in target.secrets if s not in self._past_secrets)
+        self.target = target
+        return target
 
     def is_permanent(self, error: BaseException) -> bool:
         """True when retrying the connection cannot help (`pgfleet._postgres.connect_errors`),
@@ -137,19 +212,25 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         """Open, configure and return a new connection within `timeout` seconds."""
         timeout = min(timeout, self.connect_timeout)
         deadline = monotonic() + timeout
+        if self._static:
+            target, connect_kwargs = self.target, self._connect_kwargs
+        else:
+            target = self._resolve(timeout)
+            connect_kwargs = self._kwargs_for(target)
+            timeout = max(deadline - monotonic(), 0.001)
         # libpq counts connect_timeout in whole seconds, at least 2; our own bound is exact.
         libpq_timeout = max(2, math.ceil(timeout))
         try:
             conn = bounded(
                 self.connection_class.connect(
-                    self.target.conninfo,
+                    target.conninfo,
                     connect_timeout=libpq_timeout,
-                    **self._connect_kwargs,
+                    **connect_kwargs,
                 ),
                 timeout,
             )
         except psycopg.Error as exc:
-            explained = self._explain(exc)
+            explained = self._explain(exc, target)
             if explained is exc:
                 raise
             raise explained from None
@@ -183,15 +264,16 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         finally:
             conn.cursor_factory = factory
 
-    def _explain(self, error: psycopg.Error) -> psycopg.Error:
-        """`error` without secrets, with a note naming the setting to look at."""
+    def _explain(self, error: psycopg.Error, target: ConnTarget) -> psycopg.Error:
+        """`error` (from an attempt at `target`) without secrets, with a note naming the
+        setting to look at."""
         text = str(error)
-        safe = self.target.redact(text)
+        safe = redact(text, (*target.secrets, *self._past_secrets))
         if safe != text:  # libpq never echoes a password; this is the belt to its braces
             error = type(error)(safe).with_traceback(error.__traceback__)
-        hint = tls.connect_error_hint(error, self.target.params)
+        hint = tls.connect_error_hint(error, target.params)
         if hint is not None and not hints(error):
-            error.add_note(f"hint: {self.target.redact(hint)}")
+            error.add_note(f"hint: {redact(hint, (*target.secrets, *self._past_secrets))}")
         return error
 
     def _look_for_pooler(
@@ -253,8 +335,13 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         return self._reset is None and conn.pgconn.transaction_status == _IDLE
 
     def commit(self, conn: psycopg.Connection[Any]) -> None:
-        """COMMIT the transaction a ``connection()`` block left open (as psycopg_pool does)."""
-        if conn.pgconn.transaction_status != _IDLE:
+        """COMMIT the transaction a ``connection()`` block left open (as psycopg_pool does).
+
+        Nothing for a connection its user closed (``conn.close()`` in the block): the
+        pool then discards it quietly, as psycopg_pool does. A connection that broke
+        (not closed by its user) still raises: its transaction was not committed.
+        """
+        if conn.pgconn.transaction_status != _IDLE and not _closed_by_user(conn):
             conn.commit()
 
     def reset(self, conn: psycopg.Connection[Any], timeout: float) -> None:
@@ -271,6 +358,8 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
                 return  # the common case: nothing to undo
         elif status in _IN_TRANSACTION:
             self._drive(conn, wire.exchange(pgconn, b"ROLLBACK"), timeout)
+        elif _closed_by_user(conn):
+            raise psycopg.OperationalError("the connection came back closed by its user")
         else:
             raise psycopg.OperationalError(
                 f"the connection came back unusable (status {pq.ConnStatus(pgconn.status).name},"
@@ -285,6 +374,9 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
 
     def close(self, conn: psycopg.Connection[Any]) -> None:
         """Close the connection (sends Terminate; never waits for the server)."""
+        # Lent by `getconn` with close_returns on (the pool closing): close it for real.
+        if getattr(conn, "_pool", None) is not None:
+            conn._pool = None
         self._probes.forget(conn.pgconn)
         if self.pooler_watch is not None:
             self.pooler_watch.forget(id(conn.pgconn))
@@ -315,6 +407,28 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         except StopIteration as done:
             result: R = done.value
             return result
+
+
+def _check_source(what: str, source: object, kind: type) -> None:
+    """A `conninfo`/`kwargs` given with the other as a function: a value, None or a function."""
+    if source is not None and not callable(source) and not isinstance(source, kind):
+        raise TypeError(
+            f"{what} must be a {kind.__name__}, a function or None, got {type(source).__name__}"
+        )
+
+
+def _name_of(*sources: object) -> str:
+    """The name of the first function among `sources`, for messages (never its value)."""
+    for source in sources:
+        if callable(source):
+            name = getattr(source, "__qualname__", None) or type(source).__qualname__
+            return f"{name}()"
+    return "the connection settings"
+
+
+def _closed_by_user(conn: psycopg.Connection[Any]) -> bool:
+    """True for a connection closed by ``close()``, not broken (psycopg tells them apart)."""
+    return conn.closed and not conn.broken
 
 
 #: The guard subclass of each cursor class (made once; a race makes two, harmlessly).
