@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
 import io
 import json
 import os
@@ -312,28 +311,23 @@ def test_a_wrong_pool_option_is_named(project: PgCluster) -> None:
     assert "DATABASES['typo']" in message
 
 
-def test_pool_options_map_psycopg_pool_names() -> None:
-    # psycopg_pool's names that pgfleet spells otherwise are mapped, or taken as they are
-    # once the pool accepts them.
-    arguments = pool_arguments({"min_size": 2, "max_size": 8, "num_workers": 3})
-    assert arguments["min_size"] == 2
-    assert arguments["max_size"] == 8
-    assert arguments.get("num_workers", arguments.get("max_connecting")) == 3
+def test_pool_options_take_psycopg_pool_names() -> None:
+    # Django passes OPTIONS["pool"] to psycopg_pool's ConnectionPool: its names work as they are.
+    options = {
+        "min_size": 2,
+        "max_size": 8,
+        "num_workers": 3,
+        "reconnect_timeout": 60,
+        "max_lifetime": 600,
+        "max_idle": 60,
+        "timeout": 5,
+    }
+    assert pool_arguments(options) == options
     assert pool_arguments(True) == {}
     with pytest.raises(ImproperlyConfigured, match="'kwargs' is set by the backend"):
         pool_arguments({"kwargs": {}})
     with pytest.raises(ImproperlyConfigured, match="must be True or a dict"):
         pool_arguments(["min_size"])  # type: ignore[arg-type]
-
-
-def test_psycopg_pool_options_pgfleet_lacks_are_named_or_passed_on() -> None:
-    # reconnect_timeout is psycopg_pool's: passed on once pgfleet's Pool takes it, named as
-    # psycopg_pool's until then.
-    if "reconnect_timeout" in inspect.signature(DjangoPool.__init__).parameters:
-        assert pool_arguments({"reconnect_timeout": 60}) == {"reconnect_timeout": 60}
-    else:
-        with pytest.raises(ImproperlyConfigured, match="psycopg_pool's option 'reconnect_tim"):
-            pool_arguments({"reconnect_timeout": 60})
 
 
 def test_the_django_extra_is_enough_and_psycopg_pool_is_not_needed() -> None:

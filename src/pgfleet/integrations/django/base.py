@@ -35,19 +35,6 @@ __all__ = ["DatabaseWrapper", "DjangoPool"]
 
 Connection = psycopg.Connection[Any]
 
-#: psycopg_pool's names for what pgfleet's `Pool` spells differently. A name the pool
-#: accepts itself (once pgfleet has it) is passed as is and wins over this map.
-PSYCOPG_POOL_ALIASES: Mapping[str, str] = {
-    # psycopg_pool's background workers are what make connections; pgfleet bounds the
-    # connection attempts running at once instead.
-    "num_workers": "max_connecting",
-}
-
-#: psycopg_pool's options that pgfleet's `Pool` does not take (yet): named in the error.
-PSYCOPG_POOL_ONLY = frozenset(
-    {"reconnect_timeout", "reconnect_failed", "connection_class", "close_returns"}
-)
-
 #: Pool arguments the backend builds from ``DATABASES`` itself.
 BUILT_BY_THE_BACKEND: Mapping[str, str] = {
     "conninfo": "the connection comes from NAME, USER, PASSWORD, HOST, PORT and OPTIONS",
@@ -99,31 +86,19 @@ def pool_arguments(options: Mapping[str, Any] | bool, *, alias: str = "default")
             f"{where} must be True or a dict of pool options, got {type(options).__name__}"
         )
     names, takes_any = _pool_parameters()
-    accepted = sorted((names - BUILT_BY_THE_BACKEND.keys()) | PSYCOPG_POOL_ALIASES.keys())
+    accepted = sorted(names - BUILT_BY_THE_BACKEND.keys())
     arguments: dict[str, Any] = {}
     for key, value in options.items():
         if key in BUILT_BY_THE_BACKEND:
             raise ImproperlyConfigured(
                 f"{where}: {key!r} is set by the backend ({BUILT_BY_THE_BACKEND[key]})"
             )
-        if key in names or takes_any:
-            target = key
-        elif key in PSYCOPG_POOL_ALIASES:
-            target = PSYCOPG_POOL_ALIASES[key]
-        else:
-            what = (
-                "psycopg_pool's option {!r} is not supported by this pgfleet's pool"
-                if key in PSYCOPG_POOL_ONLY
-                else "unknown option {!r} for pgfleet's pool"
-            )
+        if not (key in names or takes_any):
             raise ImproperlyConfigured(
-                f"{where}: {what.format(key)}; accepted: {', '.join(accepted)}"
+                f"{where}: unknown option {key!r} for pgfleet's pool; "
+                f"accepted: {', '.join(accepted)}"
             )
-        if target in arguments:
-            raise ImproperlyConfigured(
-                f"{where}: {key!r} and {target!r} set the same thing; keep one"
-            )
-        arguments[target] = value
+        arguments[key] = value
     return arguments
 
 
