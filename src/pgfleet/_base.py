@@ -15,7 +15,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Generic, Self
+from typing import TYPE_CHECKING, Any, Generic, Self
 
 import psycopg
 from typing_extensions import TypeVar
@@ -24,6 +24,9 @@ from pgfleet._config import PoolSettings
 from pgfleet._core import Entry, FailReason, PoolCore, PoolStats, Refusal, ReportLeak
 from pgfleet._text import describe
 from pgfleet.errors import DatabaseUnavailable, PoolClosed, PoolError, PoolTimeout, TooManyRequests
+
+if TYPE_CHECKING:  # a type only: the pool never imports an exporter
+    from pgfleet.metrics._observer import PoolObserver
 
 logger = logging.getLogger("pgfleet")
 
@@ -79,6 +82,8 @@ class BasePool(Generic[ConnT]):
         self._forked = False
         self._opened = False
         self._closed = False
+        #: Told of each checkout, return and connect (set by `pgfleet.metrics.otel`).
+        self._observer: PoolObserver | None = None
 
     def _new_machinery(self) -> None:
         """Create the flavour's lock, queue clock, workers and events."""

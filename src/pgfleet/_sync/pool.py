@@ -328,8 +328,11 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
 
     def getconn(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection; give it back with `putconn`."""
+        started = monotonic() if self._observer is not None else 0.0
         entry = self._checkout(timeout)
         self._borrowed[id(entry.conn)] = entry
+        if self._observer is not None:  # the OpenTelemetry histograms, when enabled
+            self._observer.checked_out(monotonic() - started)
         return entry.conn
 
     def putconn(self, conn: ConnT) -> None:
@@ -495,6 +498,8 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
                 actions = self._core.release(entry, monotonic(), broken=True)
             self._run_nowait(actions)
             raise
+        if self._observer is not None:  # before the release: then it may be lent again
+            self._observer.returned(now - entry.lent_at)
         with self._lock:
             actions = self._core.release(entry, now, broken=broken, reset=reset)
         self._after_release(actions)
@@ -601,6 +606,8 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
             with self._lock:
                 actions = self._core.connected(conn, now, now - started)
             self._permanent_error = None
+            if self._observer is not None:
+                self._observer.created(now - started)
         self._state_changed.set()
         self._run(actions)
 
@@ -699,6 +706,8 @@ class ConnectionGuard(Generic[ConnT]):
         ):
             entry = pool._checkout(self._timeout, entry)
         self._entry = entry
+        if pool._observer is not None:  # the OpenTelemetry histograms, when enabled
+            pool._observer.checked_out(monotonic() - now)
         return entry.conn
 
     def __exit__(
@@ -718,6 +727,8 @@ class ConnectionGuard(Generic[ConnT]):
             if now - entry.lent_at > pool._probe_after_idle:
                 pool._checkin(entry, True)  # long enough for news: probe it
                 return
+            if pool._observer is not None:  # before the release: then it may be lent again
+                pool._observer.returned(now - entry.lent_at)
             # The fast path, inlined: one call fewer.
             lock = pool._lock
             lock.acquire()
