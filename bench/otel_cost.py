@@ -53,10 +53,12 @@ _HOOK_LINE: Final = re.compile(
     r"^\s*(?:if (?:self|pool)\._observer is not None:|started = .*_observer)"
 )
 
-#: The loop each measurement runs, in a fresh interpreter (argv: build flavour dsn cycles).
+#: The loop each measurement runs, in a fresh interpreter (argv: build flavour cycles; the
+#: server in DATABASE_URL, not in argv, where any user's ``ps`` would show its password).
 CHILD: Final = r"""
-import asyncio, json, sys, time
-build, flavour, dsn, cycles = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+import asyncio, json, os, sys, time
+build, flavour, cycles = sys.argv[1], sys.argv[2], int(sys.argv[3])
+dsn = os.environ["DATABASE_URL"]
 import pgfleet
 
 def instrument(pool):
@@ -141,12 +143,12 @@ def strip_hooks(source: Path, into: Path) -> Path:
     return target
 
 
-def child_command(build: str, flavour: str, dsn: str, cycles: int) -> list[str]:
-    return [sys.executable, "-c", CHILD, build, flavour, dsn, str(cycles)]
+def child_command(build: str, flavour: str, cycles: int) -> list[str]:
+    return [sys.executable, "-c", CHILD, build, flavour, str(cycles)]
 
 
-def child_env(build: str, stripped: Path) -> dict[str, str]:
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+def child_env(build: str, dsn: str, stripped: Path) -> dict[str, str]:
+    env = {**os.environ, "PYTHONHASHSEED": "0", "DATABASE_URL": dsn}
     env.pop("PYTHONPATH", None)
     if build == "no-hooks":
         env["PYTHONPATH"] = str(stripped)
@@ -155,8 +157,8 @@ def child_env(build: str, stripped: Path) -> dict[str, str]:
 
 def run_child(build: str, flavour: str, dsn: str, cycles: int, stripped: Path) -> list[float]:
     result = subprocess.run(
-        child_command(build, flavour, dsn, cycles),
-        env=child_env(build, stripped),
+        child_command(build, flavour, cycles),
+        env=child_env(build, dsn, stripped),
         capture_output=True,
         text=True,
         timeout=600,
@@ -180,11 +182,11 @@ def instructions(build: str, flavour: str, dsn: str, cycles: int, stripped: Path
             "valgrind",
             "--tool=callgrind",
             f"--callgrind-out-file={out}",
-            *child_command(build, flavour, dsn, cycles),
+            *child_command(build, flavour, cycles),
         ]
         result = subprocess.run(
             command,
-            env=child_env(build, stripped),
+            env=child_env(build, dsn, stripped),
             capture_output=True,
             text=True,
             timeout=3600,
