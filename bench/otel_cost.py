@@ -227,11 +227,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clock-cycles", type=int, default=50_000, help="cycles per timed run")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds of the three builds")
     parser.add_argument("--no-callgrind", action="store_true", help="the clock only")
+    parser.add_argument(
+        "--builds",
+        default=",".join(BUILDS),
+        help=f"the builds to measure, comma-separated (default: {','.join(BUILDS)})",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    builds = [b for b in BUILDS if b in args.builds.split(",")]
+    if "no-hooks" not in builds:
+        raise SystemExit("--builds: the ratios need no-hooks")
     if not args.no_callgrind and shutil.which("valgrind") is None:
         raise SystemExit("valgrind not found (apt-get install valgrind), or pass --no-callgrind")
     lines = [
@@ -245,15 +253,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         stripped = strip_hooks(ROOT / "src", Path(tmp))
         per_cycle: dict[str, float] = {}
         if not args.no_callgrind:
-            for build in BUILDS:
+            for build in builds:
                 log(f"callgrind: {build}, {args.cycles} cycles and 0")
                 full = instructions(build, args.flavour, dsn, args.cycles, stripped)
                 empty = instructions(build, args.flavour, dsn, 0, stripped)
                 per_cycle[build] = (full - empty) / args.cycles
-        clock: dict[str, list[float]] = {build: [] for build in BUILDS}
+        clock: dict[str, list[float]] = {build: [] for build in builds}
         for round_number in range(args.rounds):
             log(f"clock: round {round_number + 1} of {args.rounds}")
-            for build in BUILDS:
+            for build in builds:
                 times = run_child(build, args.flavour, dsn, args.clock_cycles, stripped)
                 clock[build].append(statistics.median(times))
     lines += [
@@ -261,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         " vs no-hooks (median of rounds) |",
         "|---|---|---|---|---|",
     ]
-    for build in BUILDS:
+    for build in builds:
         ratios = [t / base for t, base in zip(clock[build], clock["no-hooks"], strict=True)]
         instr = per_cycle.get(build)
         base_instr = per_cycle.get("no-hooks")
