@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Any, ClassVar, Generic, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self
 
 import psycopg
 from typing_extensions import TypeVar
@@ -25,6 +25,9 @@ from pgfleet._config import PoolSettings
 from pgfleet._core import Entry, FailReason, PoolCore, PoolStats, Refusal, ReportLeak
 from pgfleet._text import describe
 from pgfleet.errors import DatabaseUnavailable, PoolClosed, PoolError, PoolTimeout, TooManyRequests
+
+if TYPE_CHECKING:  # a type only: the pool never imports an exporter
+    from pgfleet.metrics._observer import PoolObserver
 
 logger = logging.getLogger("pgfleet")
 
@@ -115,6 +118,8 @@ class BasePool(Generic[ConnT]):
         self._forked = False
         self._opened = False
         self._closed = False
+        #: Told of each checkout, return and connect (set by `pgfleet.metrics.otel`).
+        self._observer: PoolObserver | None = None
 
     def _new_core(self) -> PoolCore[ConnT]:
         """The engine, in the mode the class asks for (`_keeps_idle`)."""

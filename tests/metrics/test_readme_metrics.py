@@ -43,7 +43,9 @@ def test_otel_names_in_the_readme() -> None:
     try:
         with Pool(manager=FakeManager(), name="readme", min_size=1, check_after_idle=None) as pool:
             instrument(pool, meter_provider=provider)
-            pool.drain()  # so that connections_closed has a data point
+            with pool.connection():  # so that the wait and use histograms have one
+                pass
+            pool.drain()  # so that connections_closed and create_time have a data point
             data = reader.get_metrics_data()
     finally:
         provider.shutdown()
@@ -55,4 +57,6 @@ def test_otel_names_in_the_readme() -> None:
         for metric in scope.metrics
     }
     assert emitted <= names
-    assert len(emitted) == 26  # every instrument reported
+    assert len(emitted) == 29  # every instrument reported
+    histograms = {f"db.client.connection.{kind}_time" for kind in ("wait", "use", "create")}
+    assert histograms <= emitted

@@ -382,11 +382,14 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
 
     def getconn(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection; give it back with `putconn`."""
+        started = monotonic() if self._observer is not None else 0.0
         entry = self._checkout(timeout)
         conn = entry.conn
         self._borrowed[id(conn)] = entry
         if self.close_returns:
             conn._pool = self  # type: ignore[attr-defined]  # psycopg: close() returns it
+        if self._observer is not None:  # the OpenTelemetry histograms, when enabled
+            self._observer.checked_out(monotonic() - started)
         return conn
 
     def putconn(self, conn: ConnT) -> None:
@@ -584,6 +587,8 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
                 actions = self._core.release(entry, monotonic(), broken=True)
             self._run_nowait(actions)
             raise
+        if self._observer is not None:  # before the release: then it may be lent again
+            self._observer.returned(now - entry.lent_at)
         with self._lock:
             actions = self._core.release(entry, now, broken=broken, reset=reset)
         self._after_release(actions)
@@ -692,6 +697,8 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
                 actions = self._core.connected(conn, now, now - started)
             self._permanent_error = None
             give_up = self._connect_streak(True, now)
+            if self._observer is not None:
+                self._observer.created(now - started)
         self._state_changed.set()
         self._run(actions)
         if give_up:
@@ -829,6 +836,8 @@ class ConnectionGuard(Generic[ConnT]):
         elif pool._check_callback is not None:
             entry = pool._checked_or_another(entry, self._timeout)
         self._entry = entry
+        if pool._observer is not None:  # the OpenTelemetry histograms, when enabled
+            pool._observer.checked_out(monotonic() - now)
         return entry.conn
 
     def __exit__(
@@ -848,6 +857,8 @@ class ConnectionGuard(Generic[ConnT]):
             if now - entry.lent_at > pool._probe_after_idle:
                 pool._checkin(entry, True)  # long enough for news: probe it
                 return
+            if pool._observer is not None:  # before the release: then it may be lent again
+                pool._observer.returned(now - entry.lent_at)
             # The fast path, inlined: one call fewer.
             lock = pool._lock
             lock.acquire()

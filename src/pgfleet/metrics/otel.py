@@ -6,11 +6,13 @@
     instruments = instrument(pool, meter_provider=mp)    # or a given one
     instruments.add(other_pool)                          # later, as pools come and go
 
-This registers *observable* (asynchronous) instruments on the meter ``pgfleet``; their
-callbacks read each pool's `stats()` whenever the SDK collects, so nothing runs on the
-pool's hot paths. It needs only ``opentelemetry-api``; install an SDK and an exporter to send
-the data anywhere. One set of instruments serves every pool of a meter provider:
-`instrument` returns the same `PoolInstruments` when called again for the same provider.
+This registers *observable* (asynchronous) instruments on the meter ``pgfleet``, whose
+callbacks read each pool's `stats()` whenever the SDK collects, and the three histograms of
+the semantic conventions, which the pool records synchronously, as each checkout, return and
+connection happens (see "Histograms" below). It needs only ``opentelemetry-api``; install an
+SDK and an exporter to send the data anywhere. One set of instruments serves every pool of a
+meter provider: `instrument` returns the same `PoolInstruments` when called again for the
+same provider.
 
 Every data point carries ``db.client.connection.pool.name`` (the pool's ``name``). Names
 follow the OpenTelemetry semantic conventions for database client connection pools where
@@ -53,14 +55,27 @@ name                                       instrument      unit
 (``checking``): open connections that are not available. Connection attempts in progress
 are not open connections; they are ``pgfleet.pool.connection.connecting``.
 
-Histograms: the semantic conventions define ``db.client.connection.wait_time``,
-``use_time`` and ``create_time`` as histograms, but OpenTelemetry has no asynchronous
-histogram, and the pool keeps its own buckets rather than calling out on every checkout.
-This module therefore does **not** emit those three: it exposes each one's running total
-(``.sum``, seconds) and number of observations (``.count``) as observable counters, from
-which a backend computes averages (``rate(sum) / rate(count)``). For the distributions
-(percentiles), use the Prometheus collector (`pgfleet.metrics.prometheus`), which exports
-the pool's buckets, or read `stats()` directly.
+Histograms (unit ``s``), recorded by the pool itself while it is instrumented:
+
+====================================  ===================================================
+``db.client.connection.wait_time``    checkout: from asking to holding a connection
+``db.client.connection.use_time``     from checkout to return (the rollback included)
+``db.client.connection.create_time``  each successful connection attempt
+====================================  ===================================================
+
+OpenTelemetry has no asynchronous histogram, so these are the only instruments that cost
+anything on the pool's paths: one ``Histogram.record`` per checkout, return or connect, in
+the caller's thread or task (so the SDK can attach the current span as an exemplar). A pool
+that is not instrumented, or instrumented with ``histograms=False``, pays one attribute test
+per checkout and return (README, "Metrics", has the measured cost). Their attributes are
+few and fixed per pool, as exemplars and backends like them: ``db.client.connection.pool.name``,
+plus ``server.address`` and ``server.port`` when the pool's manager names one host (a
+`pgfleet.AsyncPostgresManager` or `pgfleet.PostgresManager`; never the password, and a
+multi-host conninfo names none: its connections may be on any of them). The buckets default
+to the pool's own (`HISTOGRAM_BUCKETS`, 0.1 ms to 30 s; the conventions advise none for these
+three); a View in the SDK can change them. The running totals stay available as observable
+counters (``pgfleet.pool.wait_time.sum`` and ``.count``, likewise ``use_time`` and
+``create_time``) for averages without the histograms.
 
 Lifetime: pools are held by weak reference and vanish from the data once garbage collected;
 `remove` stops reporting one earlier. OpenTelemetry cannot unregister instruments, so they
@@ -69,19 +84,22 @@ stay on the meter (reporting nothing once no pool is left).
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable
-from typing import Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
 
 from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
 
+from pgfleet._base import BasePool
 from pgfleet._core import CLOSE_REASONS, PoolStats
+from pgfleet._core.stats import BUCKETS
 from pgfleet._version import __version__
 from pgfleet.metrics._pools import PoolSet, ReportsOnPools, StatsSource
 
-__all__ = ["POOL_NAME", "PoolInstruments", "instrument"]
+__all__ = ["HISTOGRAM_BUCKETS", "POOL_NAME", "PoolInstruments", "instrument"]
 
 #: The attribute naming the pool on every data point (semantic conventions).
 POOL_NAME: Final = "db.client.connection.pool.name"
@@ -89,6 +107,24 @@ POOL_NAME: Final = "db.client.connection.pool.name"
 STATE: Final = "db.client.connection.state"
 #: The attribute of ``pgfleet.pool.connections_closed``.
 CLOSE_REASON: Final = "pgfleet.connection.close_reason"
+#: The attributes of the histograms naming the server (when the pool connects to one host).
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+
+#: The histograms' default bucket boundaries (seconds): the pool's own, as in `stats()` and
+#: the Prometheus collector. Fast-path checkouts take microseconds: a first bucket of 1 ms
+#: (the SDK's defaults are for milliseconds) would hold nearly all of them.
+HISTOGRAM_BUCKETS: Final[tuple[float, ...]] = BUCKETS
+
+#: The histograms: name, description.
+WAIT_TIME: Final = "db.client.connection.wait_time"
+USE_TIME: Final = "db.client.connection.use_time"
+CREATE_TIME: Final = "db.client.connection.create_time"
+_HISTOGRAMS: tuple[tuple[str, str], ...] = (
+    (WAIT_TIME, "The time it took to obtain an open connection from the pool."),
+    (USE_TIME, "The time between borrowing a connection and returning it to the pool."),
+    (CREATE_TIME, "The time it took to create a new connection."),
+)
 
 #: The instrumentation scope of the instruments.
 METER_NAME: Final = "pgfleet"
@@ -240,12 +276,16 @@ _by_provider: weakref.WeakKeyDictionary[MeterProvider, PoolInstruments] = (
 )
 
 
-def instrument(*pools: StatsSource, meter_provider: MeterProvider | None = None) -> PoolInstruments:
+def instrument(
+    *pools: StatsSource, meter_provider: MeterProvider | None = None, histograms: bool = True
+) -> PoolInstruments:
     """Report `pools` through OpenTelemetry; returns the provider's `PoolInstruments`.
 
     `meter_provider` defaults to the global one (``opentelemetry.metrics``). Called again
     for the same provider, it adds the pools to the instruments already registered.
-    Raises ValueError if a pool has the name of another registered pool.
+    `histograms`: record the wait, use and create time histograms as they happen (the one
+    cost on the pool's paths; see the module docstring). Raises ValueError if a pool has the
+    name of another registered pool.
     """
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
     with _lock:
@@ -254,7 +294,7 @@ def instrument(*pools: StatsSource, meter_provider: MeterProvider | None = None)
             instruments = PoolInstruments(_provider=provider)
             _by_provider[provider] = instruments
     for pool in pools:
-        instruments.add(pool)
+        instruments.add(pool, histograms=histograms)
     return instruments
 
 
@@ -267,6 +307,16 @@ class PoolInstruments(ReportsOnPools):
     def __init__(self, *, _provider: MeterProvider) -> None:
         self._pools = PoolSet()
         self.meter = metrics.get_meter(METER_NAME, __version__, meter_provider=_provider)
+        wait, use, create = (
+            self.meter.create_histogram(
+                name,
+                unit="s",
+                description=description,
+                explicit_bucket_boundaries_advisory=HISTOGRAM_BUCKETS,
+            )
+            for name, description in _HISTOGRAMS
+        )
+        self._histograms = _Histograms(wait, use, create)
         self.meter.create_observable_up_down_counter(
             "db.client.connection.count",
             callbacks=[self._observe_connections],
@@ -295,6 +345,24 @@ class PoolInstruments(ReportsOnPools):
             description=f"Connections closed by the pool, by reason: {', '.join(CLOSE_REASONS)}.",
         )
 
+    def add(self, pool: StatsSource, *, histograms: bool = True) -> None:
+        """Report on `pool` too (adding one already registered does nothing).
+
+        `histograms`: the pool records the three histograms (a `Pool` or `AsyncPool`; other
+        stats sources have only the observable instruments). Raises ValueError if another
+        registered pool has the same name.
+        """
+        self._pools.add(pool)
+        if histograms and isinstance(pool, BasePool):
+            _Recording.of(pool).start(self._histograms, histogram_attributes(pool))
+
+    def remove(self, pool: StatsSource) -> None:
+        """Stop reporting on `pool`, histograms included (nothing happens if it was not
+        registered)."""
+        self._pools.remove(pool)
+        if isinstance(pool, BasePool):
+            _Recording.stop(pool, self._histograms)
+
     def _observer(self, read: Read) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             return [
@@ -318,3 +386,84 @@ class PoolInstruments(ReportsOnPools):
             for name, stats in self._pools.snapshots()
             for reason, count in sorted(stats.connections_closed.items())
         ]
+
+
+class _Histograms:
+    """The three histograms of one meter provider."""
+
+    __slots__ = ("create", "use", "wait")
+
+    def __init__(self, wait: Histogram, use: Histogram, create: Histogram) -> None:
+        self.wait = wait
+        self.use = use
+        self.create = create
+
+
+class _Recording:
+    """A pool's `PoolObserver`: records its durations in the histograms of every provider
+    it is instrumented for (usually one), with the pool's attributes."""
+
+    __slots__ = ("_sinks",)
+
+    def __init__(self) -> None:
+        #: ``(histograms, attributes)`` per provider; a tuple, replaced whole on a change, so
+        #: that a recording thread never sees it half-changed.
+        self._sinks: tuple[tuple[_Histograms, Mapping[str, str | int]], ...] = ()
+
+    @classmethod
+    def of(cls, pool: BasePool[Any]) -> _Recording:
+        """The pool's recording (made and set on the pool on first use)."""
+        with _lock:
+            observer = pool._observer
+            if not isinstance(observer, _Recording):
+                observer = cls()
+                pool._observer = observer
+            return observer
+
+    def start(self, histograms: _Histograms, attributes: Mapping[str, str | int]) -> None:
+        with _lock:
+            if all(sink is not histograms for sink, _ in self._sinks):
+                self._sinks = (*self._sinks, (histograms, attributes))
+
+    @staticmethod
+    def stop(pool: BasePool[Any], histograms: _Histograms) -> None:
+        with _lock:
+            observer = pool._observer
+            if not isinstance(observer, _Recording):
+                return
+            observer._sinks = tuple(s for s in observer._sinks if s[0] is not histograms)
+            if not observer._sinks:
+                pool._observer = None  # back to one attribute test per checkout
+
+    def checked_out(self, waited: float) -> None:
+        for histograms, attributes in self._sinks:
+            histograms.wait.record(waited, attributes)
+
+    def returned(self, used: float) -> None:
+        for histograms, attributes in self._sinks:
+            histograms.use.record(used, attributes)
+
+    def created(self, took: float) -> None:
+        for histograms, attributes in self._sinks:
+            histograms.create.record(took, attributes)
+
+
+def histogram_attributes(pool: BasePool[Any]) -> dict[str, str | int]:
+    """The histograms' attributes for `pool`: its name, and the server when the pool's
+    manager connects to one host (from its parsed conninfo, libpq's ``PGHOST``/``PGPORT``
+    filling the gaps; the host passed through the pool's redaction)."""
+    attributes: dict[str, str | int] = {POOL_NAME: pool.name}
+    params = getattr(getattr(pool.manager, "target", None), "params", None)
+    if not isinstance(params, Mapping):
+        return attributes  # a manager of something else: the pool name only
+    host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST")
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    if not host or "," in host or "," in port:
+        # libpq's default socket, or several hosts: a connection may be on any of them.
+        return attributes
+    attributes[SERVER_ADDRESS] = pool._redact(host)
+    try:
+        attributes[SERVER_PORT] = int(port)
+    except ValueError:
+        pass
+    return attributes
