@@ -4,6 +4,8 @@ Without ``chromium`` or ``chromedriver`` on PATH the browser tests skip, naming 
 packages to install (``chromium``, ``chromium-driver``); in CI (``CI`` set, as CI services
 do) they fail instead: ``.ci/run`` installs both (``support.requirements``).
 
+``make_replication`` (a real primary and standbys) is the cluster tests' fixture.
+
 The browser may fetch nothing but 127.0.0.1: background networking is off, names other than
 127.0.0.1 do not resolve, and any other address goes through a proxy that is not there.
 """
@@ -19,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+# The cluster tests' replication fixtures (a primary and streaming standbys, copied from a
+# template built once per session), for the live page's cluster view.
+from cluster.conftest import make_replication, repl_template  # noqa: F401
 from support.requirements import require_tool
 
 #: Seconds a page load or a script may take.

@@ -6,8 +6,11 @@ Chromium, loads ``/people`` from background threads and checks what the page dra
 fill; the legends say what the colours and marks mean; the wait histogram shows every
 non-empty bucket on a log scale with its count; the servers table has the DSN's host; and a
 banner says the database is down while its server is stopped, and goes once it is back.
-Saves screenshots outside the repository: ``$PGFLEET_ARTIFACTS/live-page.png`` and
-``live-page-down.png`` (default ``/tmp/pgfleet-artifacts``).
+With a primary and a standby in the DSN, the page shows a cluster pool: one row per host
+with its role, reads going to the standby and writes to the primary; after the primary
+crashes and the standby is promoted, a failover mark and the new roles.
+Saves screenshots outside the repository: ``$PGFLEET_ARTIFACTS/live-page.png``,
+``live-page-down.png`` and ``live-page-failover.png`` (default ``/tmp/pgfleet-artifacts``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import httpx
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from support.cluster import ClusterFactory
+from cluster.conftest import ReplicationFactory
+from support.cluster import APP_PASSWORD, ClusterFactory
 
 #: Seconds the server may take to print its "serving on" line.
 START_TIMEOUT = 30.0
@@ -563,3 +567,89 @@ def test_down_banner_follows_the_server(
         events = _until(wait, back_in_events)
         assert events is not None, f"no 'database is back' event: {_text(browser, 'events')}"
         assert "database is down" in events, events
+
+
+#: Cells of a cluster host's row (see the page's servers table).
+ADDRESS, ROLE, STATE, READS, WRITES, FENCING = 0, 1, 2, 9, 10, 11
+
+
+def _roles(driver: Any) -> dict[str, str]:
+    return {row[ADDRESS]: row[ROLE] for row in _hosts(driver)}
+
+
+def _mark_kinds(driver: Any) -> list[str]:
+    kinds: list[str] = driver.execute_script(
+        "return [...document.querySelectorAll('#chart-size text.mark')].map((m) => m.dataset.kind);"
+    )
+    return kinds
+
+
+def _no_password(driver: Any, url: str) -> None:
+    """Neither the page (as drawn) nor its data holds the DSN's password."""
+    assert APP_PASSWORD not in driver.page_source
+    assert APP_PASSWORD not in httpx.get(url + "api/pool", timeout=REQUEST_TIMEOUT).text
+
+
+@pytest.mark.timeout(150)
+def test_live_page_follows_a_failover(
+    browser: Any, make_replication: ReplicationFactory, artifacts: Path
+) -> None:
+    """A DSN naming a primary and a standby: the service runs on a cluster pool and the page
+    shows both hosts with their roles, reads on the standby and writes on the primary. Crash
+    the primary and promote the standby: the page marks a failover and shows the new roles."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    rs = make_replication(standbys=1)
+    primary, standby = rs.primary, rs.standbys[0]
+    old, new = f"127.0.0.1:{primary.port}", f"127.0.0.1:{standby.port}"
+    port = _free_port()
+    with serve(rs.conninfo(), port, "--pool-size", "3") as server:
+        url = server.wait_for_url(START_TIMEOUT)
+        with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT) as client:
+            added = client.post("/people", json={"name": "cluster-visitor"})
+            assert added.status_code == 201, added.text
+            listed = client.get("/people", params={"name": "cluster-visitor"})
+            assert listed.status_code == 200, listed.text
+        browser.get(url)
+        wait = WebDriverWait(
+            browser, PAGE_WAIT, 0.1, ignored_exceptions=[StaleElementReferenceException]
+        )
+        roles = _until(
+            wait, lambda d: _roles(d) if _roles(d) == {old: "primary", new: "standby"} else None
+        )
+        assert roles is not None, f"rows: {_hosts(browser)}\n{server.output()}"
+        rows = {row[ADDRESS]: row for row in _hosts(browser)}
+        # The write went to the primary, the read to the standby.
+        assert int(rows[old][WRITES]) >= 1, rows
+        assert int(rows[new][READS]) >= 1, rows
+        assert rows[old][STATE] == rows[new][STATE] == "up", rows
+        assert "failover" not in _mark_kinds(browser)
+        assert "primary " + old in _text(browser, "cluster-summary")
+        _no_password(browser, url)
+
+        rs.crash(primary)
+        rs.promote(standby)
+
+        def failed_over(d: Any) -> dict[str, str] | None:
+            roles = _roles(d)
+            return roles if roles.get(new) == "primary" and roles.get(old) != "primary" else None
+
+        roles = _until(wait, failed_over)
+        assert roles is not None, f"roles after the failover: {_hosts(browser)}"
+        marked = _until(wait, lambda d: "failover" in _mark_kinds(d) or None)
+        assert marked, f"no failover mark: {_mark_kinds(browser)}\n{server.output()}"
+        assert "primary " + new in _text(browser, "cluster-summary")
+        # Writes go to the new primary.
+        with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT) as client:
+            added = client.post("/people", json={"name": "after-failover"})
+            assert added.status_code == 201, added.text
+        _save_screenshot(browser, artifacts, "live-page-failover.png")
+        _no_password(browser, url)
+        events = _text(browser, "events")
+        assert "failover" in events, events
+
+        server.process.send_signal(signal.SIGINT)
+        status = server.process.wait(EXIT_AFTER_SIGNAL)
+        assert status in (0, 130, -signal.SIGINT), f"exit status {status}:\n{server.output()}"
+        assert APP_PASSWORD not in server.output()

@@ -19,7 +19,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from pgfleet import PoolStats
+from pgfleet._async.cluster import ClusterStats
 from pgfleet._core.reasons import CloseReason
+from pgfleet._core.stats import HistogramSnapshot
 from pgfleet.errors import DatabaseUnavailable
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "HostBook",
     "Mark",
     "Sample",
+    "cluster_rows",
+    "combined_stats",
     "quantile_bound",
     "snapshot",
 ]
@@ -44,7 +48,7 @@ RECENT_SECONDS = 10
 #: Close reasons that mean a connection was lost (it failed its check, or broke in use).
 LOST: tuple[CloseReason, ...] = ("check_failed", "broken")
 
-#: Kinds of marks on the history. ``failover`` is reserved for pools that span a cluster.
+#: Kinds of marks on the history. ``failover`` only comes from pools that span a cluster.
 MARK_KINDS = ("grow", "shrink", "reconnect", "timeout", "down", "up", "failover")
 
 UP, DOWN, FAILING = "up", "down", "failing"
@@ -192,6 +196,8 @@ class History:
         #: Recent raw snapshots (time, stats), for the headline numbers.
         self._recent: deque[tuple[float, PoolStats]] = deque(maxlen=recent + 1)
         self._previous: tuple[float, PoolStats, str] | None = None
+        #: The cluster's failover count and primary at the previous `observe_cluster`.
+        self._cluster: tuple[int, str | None] | None = None
 
     def observe(self, stats: PoolStats, now: float, state: str) -> Sample | None:
         """Add the interval that ends now; None for the first call (nothing to compare)."""
@@ -247,6 +253,29 @@ class History:
         if timeouts > 0:
             marks.append(Mark(now, "timeout", f"{_plural(timeouts, 'checkout')} timed out"))
         return marks
+
+    def observe_cluster(self, cluster: ClusterStats, now: float) -> Mark | None:
+        """Mark a failover: the cluster pool counted one, or its primary changed to
+        another host (a primary lost without a successor yet is the banner's business)."""
+        previous, self._cluster = self._cluster, (cluster.failovers, cluster.primary)
+        if previous is None:
+            return None
+        failovers, primary = previous
+        moved = cluster.primary is not None and primary is not None and cluster.primary != primary
+        if cluster.failovers <= failovers and not moved:
+            if cluster.primary is not None:
+                return None
+            # No primary now: remember the last one, so that its successor is a change.
+            self._cluster = (cluster.failovers, primary)
+            return None
+        text = (
+            f"failover: primary now {cluster.primary}"
+            if cluster.primary is not None
+            else "failover: looking for the new primary"
+        )
+        mark = Mark(now, "failover", text)
+        self.marks.append(mark)
+        return mark
 
     def recent(self, stats: PoolStats, now: float) -> dict[str, Any]:
         """Throughput and wait percentiles over the last `RECENT_SECONDS` up to `stats`."""
@@ -325,6 +354,13 @@ class HostBook:
             "server_version": _version(info.server_version),
         }
 
+    def versions(self) -> dict[str, str]:
+        """Server versions by address (``host:port``), of the servers reached so far."""
+        return {
+            _address(host, port): facts["server_version"]
+            for (host, port), facts in self._facts.items()
+        }
+
     def lent(self, conn: psycopg.AsyncConnection[Any]) -> tuple[str, str]:
         """The demo checked out `conn`; returns its key for `returned`."""
         key = self.key(conn)
@@ -373,6 +409,103 @@ def _unique(keys: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(keys))
 
 
+# -- clusters --------------------------------------------------------------------------
+
+_SUMMED = (
+    "min_size",
+    "max_size",
+    "size",
+    "idle",
+    "in_use",
+    "checking",
+    "connecting",
+    "waiting",
+    "checkouts",
+    "checkouts_waited",
+    "timeouts",
+    "rejected",
+    "failed_fast",
+    "connections_created",
+    "connect_errors",
+    "checks",
+    "checks_failed",
+    "returns_broken",
+    "resets",
+    "leaks",
+    "transaction_retries",
+)
+
+
+def _merged(histograms: Sequence[HistogramSnapshot]) -> HistogramSnapshot:
+    """The histograms added up (the hosts' pools share their bucket bounds)."""
+    first = histograms[0]
+    if any(h.buckets != first.buckets for h in histograms):
+        raise ValueError("histograms with different buckets cannot be added")
+    return HistogramSnapshot(
+        buckets=first.buckets,
+        counts=tuple(sum(column) for column in zip(*(h.counts for h in histograms), strict=True)),
+        count=sum(h.count for h in histograms),
+        total=sum(h.total for h in histograms),
+        maximum=max(h.maximum for h in histograms),
+    )
+
+
+def combined_stats(name: str, pools: Sequence[PoolStats]) -> PoolStats:
+    """The stats of a cluster's host pools added up, as if of one pool named `name`:
+    the whole cluster for the charts. The database is down when every host is."""
+    if not pools:
+        raise ValueError("a cluster has at least one host")
+    summed: dict[str, Any] = {key: sum(getattr(p, key) for p in pools) for key in _SUMMED}
+    closed: dict[CloseReason, int] = {}
+    for p in pools:
+        for reason, n in p.connections_closed.items():
+            closed[reason] = closed.get(reason, 0) + n
+    return PoolStats(
+        name=name,
+        database_down=all(p.database_down for p in pools),
+        connections_closed=closed,
+        wait_time=_merged([p.wait_time for p in pools]),
+        usage_time=_merged([p.usage_time for p in pools]),
+        connect_time=_merged([p.connect_time for p in pools]),
+        **summed,
+    )
+
+
+def cluster_rows(cluster: ClusterStats, versions: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One row per host of a cluster pool, from its `ClusterStats`: the rows `HostBook`
+    gives for one pool, plus the host's timeline, lag, reads, writes and fencing.
+    `versions` maps a host's address to its server version, when known."""
+    rows = []
+    for h in cluster.hosts:
+        p = h.pool
+        if h.role == "down" or (p.database_down and not p.size):
+            state = DOWN
+        elif p.size:
+            state = UP
+        else:
+            state = "unused"
+        rows.append(
+            {
+                "address": h.label,
+                "role": h.role,
+                "primary": h.label == cluster.primary,
+                "state": state,
+                "connections": p.size,
+                "in_use": p.in_use,
+                "idle": p.idle,
+                "server_version": versions.get(h.label),
+                "timeline": h.timeline,
+                "lag": None if h.lag is None else _finite(h.lag),
+                "reads": h.reads,
+                "writes": h.writes,
+                "fenced": h.fenced,
+                "demoted": h.demoted,
+                "stale": h.role == "stale",
+            }
+        )
+    return rows
+
+
 # -- the JSON snapshot -----------------------------------------------------------------
 
 
@@ -389,6 +522,7 @@ def snapshot(
     hosts: HostBook,
     events: Iterable[Mapping[str, Any]],
     since: float = 0.0,
+    cluster: ClusterStats | None = None,
 ) -> dict[str, Any]:
     """The body of ``/api/pool``.
 
@@ -400,7 +534,10 @@ def snapshot(
     - ``recent``: ``checkouts_per_s``, ``wait_p50``, ``wait_p99`` over the last seconds;
     - ``health``: ``state`` (``up``/``down``/``failing``), ``since``, ``reason``;
     - ``hosts``: a list of ``{"address", "host", "port", "role", "server_version",
-      "state", "connections", "in_use"}``, one per server;
+      "state", "connections", "in_use"}``, one per server; for a cluster pool, the rows
+      of `cluster_rows` instead;
+    - ``cluster``: None for one pool; for a cluster pool (`stats` then adds up its hosts'
+      pools), ``{"primary", "newest_timeline", "failovers", "fenced"}``;
     - ``history``: ``interval``, ``seconds``, ``samples`` and ``marks`` later than
       `since` (see `Sample` and `Mark`);
     - ``events``: recent log events, newest first.
@@ -436,7 +573,17 @@ def snapshot(
         },
         "recent": history.recent(stats, now),
         "health": health.as_dict(stats),
-        "hosts": hosts.rows(health.state),
+        "hosts": (
+            hosts.rows(health.state) if cluster is None else cluster_rows(cluster, hosts.versions())
+        ),
+        "cluster": None
+        if cluster is None
+        else {
+            "primary": cluster.primary,
+            "newest_timeline": cluster.newest_timeline,
+            "failovers": cluster.failovers,
+            "fenced": cluster.fenced,
+        },
         "history": {
             "interval": SAMPLE_EVERY,
             "seconds": history.samples.maxlen,

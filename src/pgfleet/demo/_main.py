@@ -37,6 +37,7 @@ from pgfleet._text import describe
 from pgfleet.cli._args import EXIT_USAGE, BadInput
 from pgfleet.cli.demo import DEMO_EXTRA
 from pgfleet.demo import _embedded, _workload
+from pgfleet.demo._live import configured_hosts
 from pgfleet.demo._workload import Progress, RunResult
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "Interrupted", "run"]
@@ -134,6 +135,10 @@ class Target:
                 extra["connect_timeout"] = CONNECT_TIMEOUT
             if "application_name" not in params:
                 extra["application_name"] = APPLICATION_NAME
+            if "target_session_attrs" not in params and len(configured_hosts(dsn, {})) > 1:
+                # Several hosts: the demo's own connections (schema, table, the comparison)
+                # go to the primary; the web service's cluster pool chooses per checkout.
+                extra["target_session_attrs"] = "read-write"
             conninfo = make_conninfo(dsn, **extra)
         except (psycopg.ProgrammingError, ValueError) as exc:
             secrets = (*known_secrets({}, os.environ), *secrets_in(dsn))

@@ -90,6 +90,9 @@ caption{text-align:left;font-size:.78rem;color:var(--muted);padding-bottom:.2rem
 th,td{text-align:left;padding:.28rem .4rem;border-bottom:1px solid #eef0f3;white-space:nowrap}
 th{font-weight:600;color:var(--muted);font-size:.78rem}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+#hosts:not(.cluster) .cl{display:none}
+tr.host.primary td:first-child{font-weight:600}
+td.stale{color:var(--down);font-weight:600}
 .dot{display:inline-block;width:.6rem;height:.6rem;border-radius:50%;margin-right:.3rem;
 background:#9aa1ad}
 .dot.up{background:var(--idle)} .dot.down{background:var(--down)}
@@ -197,15 +200,20 @@ aria-describedby="size-desc"></svg>
 <li><span class="glyph" style="color:var(--in-use)">&#8635;</span>reconnect (connection
 lost)</li>
 <li><span class="glyph" style="color:var(--waiting)">&#10005;</span>checkout timed out</li>
+<li><span class="glyph" style="color:var(--p99)">&#8644;</span>failover (new primary)</li>
 <li><span class="band"></span>database down</li></ul>
 </figure>
 <section class="card wide" aria-labelledby="hosts-h">
 <h3 id="hosts-h">Servers</h3> <span class="unit">where the pool's connections go; one row per
 host</span>
+<p id="cluster-summary" class="unit" hidden></p>
 <table id="hosts"><caption class="sr-only">Servers of the pool</caption>
 <thead><tr><th scope="col">Host</th><th scope="col">Role</th><th scope="col">State</th>
 <th scope="col" class="num">Connections open</th><th scope="col" class="num">In use by
-requests</th><th scope="col">Server version</th></tr></thead><tbody></tbody></table>
+requests</th><th scope="col">Server version</th><th scope="col" class="num cl">Idle</th>
+<th scope="col" class="num cl">Timeline</th><th scope="col" class="num cl">Replay lag</th>
+<th scope="col" class="num cl">Reads</th><th scope="col" class="num cl">Writes</th>
+<th scope="col" class="cl">Fenced / stale</th></tr></thead><tbody></tbody></table>
 </section>
 <figure class="card">
 <figcaption><h3 id="hist-h">Checkout wait histogram</h3>
@@ -519,13 +527,42 @@ function drawCapacity(p) {
     " connecting, " + Math.max(0, p.max_size - p.size) + " free of " + p.max_size + "; " +
     p.waiting + " waiting.");
 }
-function drawHosts(hosts) {
-  const body = $("hosts").tBodies[0];
-  body.innerHTML = hosts.map((h) => '<tr class="host" data-state="' + esc(h.state) + '">' +
+function lagText(lag) {
+  if (lag === null || lag === undefined) return "\\u2013";
+  return lag < 1 ? Math.round(lag * 1000) + " ms" : lag.toFixed(1) + " s";
+}
+function fencing(h) {
+  const words = [];
+  if (h.stale) words.push("stale");
+  if (h.fenced) words.push(h.fenced + " fenced");
+  if (h.demoted) words.push(h.demoted + " demoted");
+  return words.join(", ") || "\\u2013";
+}
+function clusterCells(h) {
+  const dash = (v) => (v === null || v === undefined ? "\\u2013" : String(v));
+  return '<td class="num cl">' + h.idle + '</td><td class="num cl">' + dash(h.timeline) +
+    '</td><td class="num cl">' + lagText(h.lag) + '</td><td class="num cl">' + int(h.reads) +
+    '</td><td class="num cl">' + int(h.writes) + '</td><td class="cl' +
+    (h.stale ? " stale" : "") + '">' + esc(fencing(h)) + "</td>";
+}
+function drawHosts(hosts, cluster) {
+  const table = $("hosts"), body = table.tBodies[0], summary = $("cluster-summary");
+  table.classList.toggle("cluster", !!cluster);
+  summary.hidden = !cluster;
+  if (cluster) {
+    summary.textContent = "A cluster pool: " + (cluster.primary ? "primary " +
+      cluster.primary : "no primary known") + "; newest timeline " +
+      cluster.newest_timeline + "; " + cluster.failovers + " failover" +
+      (cluster.failovers === 1 ? "" : "s") + "; " + cluster.fenced +
+      " connection(s) fenced. Reads go to the standbys, writes to the primary.";
+  }
+  body.innerHTML = hosts.map((h) => '<tr class="host' + (h.primary ? " primary" : "") +
+    '" data-state="' + esc(h.state) + '" data-role="' + esc(h.role || "") + '">' +
     "<td>" + esc(h.address) + "</td><td>" + esc(h.role || "\\u2013") + "</td>" +
     '<td><span class="dot ' + esc(h.state) + '"></span>' + esc(h.state) + "</td>" +
     '<td class="num">' + h.connections + '</td><td class="num">' + h.in_use + "</td>" +
-    "<td>" + esc(h.server_version || "\\u2013") + "</td></tr>").join("") ||
+    "<td>" + esc(h.server_version || "\\u2013") + "</td>" +
+    (cluster ? clusterCells(h) : "") + "</tr>").join("") ||
     '<tr><td colspan="6">no server known yet</td></tr>';
 }
 function drawEvents(events, name) {
@@ -570,7 +607,7 @@ function render() {
   text("checkouts", int(p.checkouts)); text("timeouts", int(p.timeouts));
   text("failed", int(Math.max(0, p.failures - p.timeouts)));
   text("updated", "updated " + clock(now));
-  drawHealth(p); drawCapacity(p); drawHosts(p.hosts); drawEvents(p.events, p.name);
+  drawHealth(p); drawCapacity(p); drawHosts(p.hosts, p.cluster); drawEvents(p.events, p.name);
   drawThroughput(now); drawWait(now); drawSize(now); drawHistogram(p.wait_time);
 }
 function merge(p) {

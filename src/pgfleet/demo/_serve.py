@@ -1,10 +1,11 @@
 """``pgfleet demo --serve``: the people web service, its metrics and a live pool page.
 
-A Starlette application on an `AsyncPool` (through `pgfleet.integrations.starlette`), run
-by uvicorn on a socket bound up front, so that a taken port is reported before anything
-else starts. A sampler reads the pool's `stats()` once a second for the live page's history
-(`pgfleet.demo._live`); the page itself is `pgfleet.demo._page`. Needs the ``demo`` extra
-(starlette, uvicorn, prometheus-client).
+A Starlette application on an `AsyncPool` (through `pgfleet.integrations.starlette`), or on
+an `AsyncClusterPool` when the conninfo names several hosts (reads go to the standbys,
+writes to the primary), run by uvicorn on a socket bound up front, so that a taken port is
+reported before anything else starts. A sampler reads the pool's `stats()` once a second
+for the live page's history (`pgfleet.demo._live`); the page itself is `pgfleet.demo._page`.
+Needs the ``demo`` extra (starlette, uvicorn, prometheus-client).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from uuid import UUID
 
@@ -30,10 +31,19 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from pgfleet import AsyncPool, PoolStats
+from pgfleet import AsyncClusterPool, AsyncPool, PoolStats
+from pgfleet._async.cluster import ClusterStats
 from pgfleet._postgres.conninfo import redact as redact_secrets
 from pgfleet._text import describe
-from pgfleet.demo._live import SAMPLE_EVERY, Health, History, HostBook, snapshot
+from pgfleet.demo._live import (
+    SAMPLE_EVERY,
+    Health,
+    History,
+    HostBook,
+    combined_stats,
+    configured_hosts,
+    snapshot,
+)
 from pgfleet.demo._page import PAGE
 from pgfleet.demo._workload import PeopleTable
 from pgfleet.errors import PoolError
@@ -41,11 +51,13 @@ from pgfleet.integrations.starlette import (
     health_endpoint,
     install_exception_handlers,
     pool_lifespan,
-    request_connection,
 )
 from pgfleet.metrics.prometheus import PoolCollector
 
-__all__ = ["EventLog", "ServeError", "build_app", "listen", "serve"]
+__all__ = ["EventLog", "Lender", "ServeError", "build_app", "listen", "serve"]
+
+#: What the service borrows from: one pool, or a pool per host of a cluster.
+Lender = AsyncPool[Any] | AsyncClusterPool
 
 logger = logging.getLogger("pgfleet.demo")
 
@@ -152,11 +164,48 @@ class _Watcher:
 # -- metrics ---------------------------------------------------------------------------
 
 
-def _metrics_registry(pool: AsyncPool[Any]) -> CollectorRegistry:
-    """A registry reporting on the demo's pool (`pgfleet.metrics.prometheus`)."""
+def _metrics_registry(pool: Lender) -> CollectorRegistry:
+    """A registry reporting on the demo's pool, or on each host's pool of a cluster pool
+    (`pgfleet.metrics.prometheus`)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PoolCollector(pool))
+    pools = pool.pools if isinstance(pool, AsyncClusterPool) else (pool,)
+    registry.register(PoolCollector(*pools))
     return registry
+
+
+def _cluster_lifespan(
+    pool: AsyncClusterPool,
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """`pool_lifespan` for a cluster pool: opened (until a primary is known), then closed."""
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await pool.open(wait=True, timeout=pool.timeout)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    return lifespan
+
+
+def _cluster_health(pool: AsyncClusterPool) -> Callable[[Request], Awaitable[Response]]:
+    """`health_endpoint` for a cluster pool: ready while a primary is known."""
+
+    async def health(request: Request) -> Response:
+        s = pool.stats()
+        ok = not pool.closed and s.primary is not None
+        body: dict[str, Any] = {
+            "status": "ok" if ok else "unavailable",
+            "pool": s.name,
+            "primary": s.primary,
+            "hosts": [{"address": h.label, "role": h.role} for h in s.hosts],
+        }
+        if not ok:
+            body["reason"] = "the pool is closed" if pool.closed else "no primary is known"
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    return health
 
 
 # -- the application -------------------------------------------------------------------
@@ -168,9 +217,10 @@ def _person(row: tuple[Any, ...]) -> dict[str, Any]:
 
 class _Live:
     """What the live page reads: the pool's history, health and hosts, kept up to date by
-    a sampler task while the application runs."""
+    a sampler task while the application runs. A cluster pool's hosts' pools are added up
+    for the charts; its `ClusterStats` give the hosts' rows and the failover marks."""
 
-    def __init__(self, pool: AsyncPool[Any], events: EventLog, hosts: HostBook) -> None:
+    def __init__(self, pool: Lender, events: EventLog, hosts: HostBook) -> None:
         self.pool = pool
         self.events = events
         self.hosts = hosts
@@ -181,13 +231,28 @@ class _Live:
         self._quiet_since = time.monotonic()
         self._checking: asyncio.Task[None] | None = None
 
+    def stats(self) -> tuple[PoolStats, ClusterStats | None]:
+        """The pool's stats (a cluster's added up), and a cluster pool's own."""
+        if isinstance(self.pool, AsyncClusterPool):
+            cluster = self.pool.stats()
+            return combined_stats(cluster.name, [h.pool for h in cluster.hosts]), cluster
+        return self.pool.stats(), None
+
+    def _borrow(self, read_only: bool) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        if isinstance(self.pool, AsyncClusterPool):
+            return self.pool.connection(read_only=read_only)
+        return self.pool.connection()
+
     @asynccontextmanager
-    async def connection(self, request: Request) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """`request_connection`, noting whether the checkout succeeded (for the banner) and
-        which server the connection goes to (for the hosts' rows)."""
+    async def connection(
+        self, *, read_only: bool = False
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection for one request (on a cluster pool, `read_only` ones from a
+        standby), noting whether the checkout succeeded (for the banner) and which server
+        the connection goes to (for the hosts' rows)."""
         lent = False
         try:
-            async with request_connection(request) as conn:
+            async with self._borrow(read_only) as conn:
                 lent = True
                 self.health.checkout_succeeded()
                 key = self.hosts.lent(conn)
@@ -197,16 +262,20 @@ class _Live:
                     self.hosts.returned(key)
         except PoolError as exc:
             if not lent:  # the checkout failed, not the request's own work
-                self.health.checkout_failed(exc, self.pool.stats())
+                self.health.checkout_failed(exc, self.stats()[0])
             raise
 
     def sample(self) -> None:
         """Take one sample (the sampler calls this every `SAMPLE_EVERY` seconds)."""
-        stats = self.pool.stats()
+        stats, cluster = self.stats()
         now = time.time()
         state = self.health.evaluate(stats, now)
         self.watcher.see(stats, state)
         self.history.observe(stats, now, state)
+        if cluster is not None:
+            mark = self.history.observe_cluster(cluster, now)
+            if mark is not None:
+                self.events.add(mark.text, "warning")
         self._watch_idle(stats)
 
     def _watch_idle(self, stats: PoolStats) -> None:
@@ -222,8 +291,10 @@ class _Live:
             self._checking = asyncio.create_task(self._check_idle())
 
     async def _check_idle(self) -> None:
+        pools = self.pool.pools if isinstance(self.pool, AsyncClusterPool) else (self.pool,)
         try:
-            await self.pool.check()
+            for pool in pools:
+                await pool.check()
         except Exception as exc:  # closing, say: the next sample tries again
             logger.debug("checking the idle connections failed: %s", exc)
 
@@ -242,7 +313,7 @@ class _Live:
 
     def snapshot(self, since: float) -> dict[str, Any]:
         """The body of ``/api/pool``."""
-        stats = self.pool.stats()
+        stats, cluster = self.stats()
         now = time.time()
         self.health.evaluate(stats, now)
         return snapshot(
@@ -253,21 +324,24 @@ class _Live:
             hosts=self.hosts,
             events=reversed(self.events.events),
             since=since,
+            cluster=cluster,
         )
 
 
 def build_app(
-    pool: AsyncPool[Any],
+    pool: Lender,
     events: EventLog,
     table: PeopleTable,
     hosts: HostBook,
     on_ready: Callable[[], None] | None = None,
 ) -> Starlette:
     """The people web service on `pool` (opened and closed by the app's lifespan), on
-    `table`; `hosts` must be the pool's ``configure`` callback's book."""
+    `table`; `hosts` must be the pool's ``configure`` callback's book. On a cluster pool,
+    the reads go to the standbys: a person just added may take a moment to be listed."""
     live = _Live(pool, events, hosts)
     registry = _metrics_registry(pool)
-    opened = pool_lifespan(pool)
+    opened = _cluster_lifespan(pool) if isinstance(pool, AsyncClusterPool) else pool_lifespan(pool)
+    health = _cluster_health(pool) if isinstance(pool, AsyncClusterPool) else health_endpoint(pool)
     t = table.table
     by_name = sql.SQL("SELECT id, name, data FROM {t} WHERE name = %s ORDER BY id LIMIT %s")
     some = sql.SQL("SELECT id, name, data FROM {t} ORDER BY name LIMIT %s")
@@ -294,7 +368,7 @@ def build_app(
 
     async def list_people(request: Request) -> Response:
         name = request.query_params.get("name")
-        async with live.connection(request) as conn:
+        async with live.connection(read_only=True) as conn:
             if name is None:
                 cur = await conn.execute(some_q, (LIST_LIMIT,))
             else:
@@ -314,7 +388,7 @@ def build_app(
                 status_code=400,
             )
         data = body.get("data")
-        async with live.connection(request) as conn:
+        async with live.connection() as conn:
             cur = await conn.execute(insert_q, (name, None if data is None else Jsonb(data)))
             row = await cur.fetchone()
         assert row is not None
@@ -325,7 +399,7 @@ def build_app(
             person_id = UUID(request.path_params["id"])
         except ValueError:
             return JSONResponse({"error": "not found"}, status_code=404)
-        async with live.connection(request) as conn:
+        async with live.connection(read_only=True) as conn:
             cur = await conn.execute(by_id_q, (person_id,))
             row = await cur.fetchone()
         if row is None:
@@ -353,7 +427,7 @@ def build_app(
             Route("/people", list_people, methods=["GET"]),
             Route("/people", add_person, methods=["POST"]),
             Route("/people/{id}", get_person, methods=["GET"]),
-            Route("/health", health_endpoint(pool)),
+            Route("/health", health),
             Route("/metrics", metrics),
             Route("/api/pool", api_pool),
         ],
@@ -392,14 +466,20 @@ def serve(
     async def main() -> None:
         async with EventLog.attached() as events:
             hosts = HostBook(conninfo, os.environ)
-            pool: AsyncPool[psycopg.AsyncConnection[Any]] = AsyncPool(
-                conninfo,
-                min_size=min(2, pool_size),
-                max_size=pool_size,
-                timeout=CHECKOUT_TIMEOUT,
-                max_idle=MAX_IDLE,
-                configure=hosts.configure,
-                name=POOL_NAME,
+            options: dict[str, Any] = {
+                "min_size": min(2, pool_size),
+                "max_size": pool_size,
+                "timeout": CHECKOUT_TIMEOUT,
+                "max_idle": MAX_IDLE,
+                "configure": hosts.configure,
+                "name": POOL_NAME,
+            }
+            # Several hosts in the conninfo itself (not PGHOST): a pool per host, and the
+            # page shows the cluster (roles, lag, failovers).
+            pool: Lender = (
+                AsyncClusterPool(conninfo, **options)
+                if len(configured_hosts(conninfo, {})) > 1
+                else AsyncPool(conninfo, **options)
             )
             app = build_app(pool, events, table, hosts, on_ready)
             config = uvicorn.Config(
