@@ -683,12 +683,14 @@ class AsyncConnectionGuard(Generic[ConnT]):
     async def __aenter__(self) -> ConnT:
         pool = self._pool
         now = monotonic()
-        lock = pool._lock
-        lock.acquire()
-        try:
-            entry = pool._core.lend_fast(now)
-        finally:
-            lock.release()
+        # No lock round in asyncio (the engine never awaits): see `AsyncCoreLock`.  # async-only
+        # sync-only: lock = pool._lock
+        # sync-only: lock.acquire()
+        # sync-only: try:
+        # sync-only:     entry = pool._core.lend_fast(now)
+        # sync-only: finally:
+        # sync-only:     lock.release()
+        entry = pool._core.lend_fast(now)  # async-only
         if entry is None or (
             now - entry.verified_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn)
         ):
@@ -715,12 +717,13 @@ class AsyncConnectionGuard(Generic[ConnT]):
                 return
             # The fast path, inlined: one call fewer.
             # In asyncio that call is a coroutine, the costlier kind.  # async-only
-            lock = pool._lock
-            lock.acquire()
-            try:
-                actions = pool._core.release(entry, now)
-            finally:
-                lock.release()
+            # sync-only: lock = pool._lock
+            # sync-only: lock.acquire()
+            # sync-only: try:
+            # sync-only:     actions = pool._core.release(entry, now)
+            # sync-only: finally:
+            # sync-only:     lock.release()
+            actions = pool._core.release(entry, now)  # async-only
             if actions or pool._closed:
                 await pool._after_release(actions)
         elif entry.state == ORPHANED:
