@@ -198,7 +198,8 @@ class Waiter(state.Waiter):
     __slots__ = ("_lock",)
 
     def __init__(self, clock: QueueClock) -> None:
-        super().__init__()
+        self.enqueued_at = 0.0  # `state.Waiter.__init__`, inlined: one call per queued caller
+        self.outcome = None
         # A plain lock held from birth: wake() releases it. The cheapest way to park
         # one thread in CPython (an Event is a Condition around a lock like this).
         self._lock = threading.Lock()
