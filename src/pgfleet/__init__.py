@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # what type checkers and editors see: every name, as if impor
 
 #: Where each public name lives. It is imported on first use (PEP 562 ``__getattr__``):
 #: ``import pgfleet`` alone imports nothing else, and ``from pgfleet import Pool`` brings in
-#: the threaded shell without the asyncio one, the bulk and transaction helpers or TLS
-#: inspection (issue #15: ``import pgfleet`` at most 1.1x ``import psycopg``).
+#: the threaded shell without the asyncio one, `pgfleet.bulk`, `pgfleet.tx` or `pgfleet.tls`
+#: (issue #15: ``import pgfleet`` at most 1.1x ``import psycopg``).
 _LAZY: dict[str, str] = {
     "AsyncConnectionGuard": "pgfleet._async",
     "AsyncManager": "pgfleet._async",
