@@ -7,7 +7,9 @@
 The asyncio code is the source of truth. Each rule below is a rename; the few
 primitives that really differ live in ``pgfleet/_acompat.py`` as name pairs
 (``AsyncEvent``/``Event``, ``await_fd``/``wait_fd``...). A line ending with
-``# async-only`` is dropped from the sync output.
+``# async-only`` is dropped from the sync output; a comment line starting with
+``# sync-only: `` is code in the sync output only (the marker removed, the
+indentation kept): for what costs asyncio for nothing on a hot path.
 
 What is generated is found, not listed: every ``.py`` file under an ``_async/``
 folder has its twin at the same place under the sibling ``_sync/`` folder. The
@@ -96,6 +98,7 @@ HEADER = (
 )
 HEADER_START = HEADER.split("{source}", 1)[0]
 ASYNC_ONLY = "# async-only"
+SYNC_ONLY = "# sync-only: "
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,14 @@ class Converter:
 
     def convert(self, text: str, source: str) -> str:
         """The sync twin of an async module's text (before formatting)."""
-        lines = [line for line in text.splitlines() if not line.rstrip().endswith(ASYNC_ONLY)]
+        lines = []
+        for line in text.splitlines():
+            if line.rstrip().endswith(ASYNC_ONLY):
+                continue
+            code = line.lstrip()
+            if code.startswith(SYNC_ONLY):
+                line = line[: len(line) - len(code)] + code[len(SYNC_ONLY) :]
+            lines.append(line)
         text = "\n".join(lines) + "\n"
         if self.spec.names:
             text = self._name_pattern.sub(self._rename, text)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pgfleet._core import Counters, Histogram
-from pgfleet._core.stats import BUCKETS
+from pgfleet._core.stats import BUCKETS, PENDING_MAX
 
 
 def test_histogram_buckets_and_summary() -> None:
@@ -96,3 +98,18 @@ def test_counters_unobserve_lend_undoes_observe_lend() -> None:
     )
     assert (after.checkouts, after.checkouts_waited, after.wait_time.count) == (0, 0, 0)
     assert after.wait_time.total == pytest.approx(0.0)
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=100.0), max_size=600))
+def test_pending_durations_bucket_as_observed_ones(durations: list[float]) -> None:
+    observed, batched = Histogram(), Histogram()
+    for seconds in durations:
+        observed.observe(seconds)
+        batched.pending.append(seconds)
+        if len(batched.pending) >= PENDING_MAX:
+            batched.fold()
+    one, other = observed.snapshot(), batched.snapshot()
+    assert other.counts == one.counts
+    assert other.maximum == one.maximum
+    assert other.total == pytest.approx(one.total)
+    assert not batched.pending

@@ -245,3 +245,27 @@ def test_an_async_only_line_may_say_it(tree: Path) -> None:
 def test_the_twin_of_a_nested_async_folder() -> None:
     assert gen_sync.twin("tests/faults/_async/common.py") == "tests/faults/_sync/common.py"
     assert gen_sync.twin("src/pkg/_async/sub/_async/m.py") == "src/pkg/_async/sub/_sync/m.py"
+
+
+def test_a_sync_only_comment_is_code_in_the_sync_output_only() -> None:
+    source = (
+        "def f(lock, core):\n"
+        "    # sync-only: lock.acquire()\n"
+        "    # sync-only: try:\n"
+        "    # sync-only:     value = core.step()\n"
+        "    # sync-only: finally:\n"
+        "    # sync-only:     lock.release()\n"
+        "    value = core.step()  # async-only\n"
+        "    return value\n"
+    )
+    out = gen_sync.convert(source, "src/pkg/_async/mod.py")
+    body = out.split("\n\n", 1)[1]
+    assert body == (
+        "def f(lock, core):\n"
+        "    lock.acquire()\n"
+        "    try:\n"
+        "        value = core.step()\n"
+        "    finally:\n"
+        "        lock.release()\n"
+        "    return value\n"
+    )

@@ -403,11 +403,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
     async def putconn(self, conn: ConnT) -> None:
         """Give back a connection borrowed with `getconn`."""
         entry = self._borrowed.pop(id(conn), None)
-        if (
-            entry is None
-            or entry.conn is not conn
-            or entry is not self._core.lent.get(entry.number)
-        ):
+        if entry is None or entry.conn is not conn or not self._core.is_lent(entry):
             if self._closed:
                 # close() already closed what was still lent after its timeout; a late
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
@@ -833,12 +829,14 @@ class AsyncConnectionGuard(Generic[ConnT]):
     async def __aenter__(self) -> ConnT:
         pool = self._pool
         now = monotonic()
-        lock = pool._lock
-        lock.acquire()
-        try:
-            entry = pool._core.lend_fast(now)
-        finally:
-            lock.release()
+        # No lock round in asyncio (the engine never awaits): see `AsyncCoreLock`.  # async-only
+        # sync-only: lock = pool._lock
+        # sync-only: lock.acquire()
+        # sync-only: try:
+        # sync-only:     entry = pool._core.lend_fast(now)
+        # sync-only: finally:
+        # sync-only:     lock.release()
+        entry = pool._core.lend_fast(now)  # async-only
         if entry is None or (
             now - entry.verified_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn)
         ):
@@ -871,12 +869,13 @@ class AsyncConnectionGuard(Generic[ConnT]):
                 pool._observer.returned(now - entry.lent_at)
             # The fast path, inlined: one call fewer.
             # In asyncio that call is a coroutine, the costlier kind.  # async-only
-            lock = pool._lock
-            lock.acquire()
-            try:
-                actions = pool._core.release(entry, now)
-            finally:
-                lock.release()
+            # sync-only: lock = pool._lock
+            # sync-only: lock.acquire()
+            # sync-only: try:
+            # sync-only:     actions = pool._core.release(entry, now)
+            # sync-only: finally:
+            # sync-only:     lock.release()
+            actions = pool._core.release(entry, now)  # async-only
             if actions or pool._closed:
                 await pool._after_release(actions)
         elif entry.state == ORPHANED:

@@ -395,11 +395,7 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
     def putconn(self, conn: ConnT) -> None:
         """Give back a connection borrowed with `getconn`."""
         entry = self._borrowed.pop(id(conn), None)
-        if (
-            entry is None
-            or entry.conn is not conn
-            or entry is not self._core.lent.get(entry.number)
-        ):
+        if entry is None or entry.conn is not conn or not self._core.is_lent(entry):
             if self._closed:
                 # close() already closed what was still lent after its timeout; a late
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
