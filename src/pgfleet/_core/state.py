@@ -379,7 +379,7 @@ class PoolCore(Generic[T]):
             self._serve_from_idle(now, actions)
         # A full pool has nothing to refill: under oversubscription every checkout
         # queues, and the tests before the calls save two of them a queued checkout.
-        if waiter.outcome is None and self.size < self.settings.max_size:
+        if waiter.outcome is None and self.size < self._max_size:
             self._refill(now, actions, demand=True)
         return actions
 
