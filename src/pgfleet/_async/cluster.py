@@ -817,6 +817,11 @@ class _TxDoor:
     async def putconn(self, conn: Conn) -> None:
         await self._cluster.putconn(conn)
 
+    async def _putconn_failed(self, conn: Conn, error: BaseException) -> None:
+        # Called by pgfleet._async.tx for an attempt that failed: a 25006 or 57P0x
+        # inside a transaction function says what it says in a ``connection()`` block.
+        await self._cluster.putconn(conn, error)
+
     def _count_transaction_retry(self) -> None:
         # Counted in the stats of the primary's pool (of the first host's, between two).
         primary = self._cluster._state.primary

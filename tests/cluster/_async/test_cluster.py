@@ -322,6 +322,53 @@ async def test_transaction_helpers_choose_the_role(shared_replication: Replicati
         assert got == (rs.primary.port, False)
 
 
+async def test_transaction_helpers_see_a_demoted_primary(replication: Replication) -> None:
+    """Role awareness in the transaction helpers: a 25006 raised by the server inside a
+    transaction function on a connection lent for writes drains that host and
+    rediscovers, as in a ``connection()`` block (the error still reaches the caller: the
+    server refused the write, nothing was committed)."""
+    rs = replication
+
+    async def refused_write(conn: Any) -> None:
+        # The server refuses the write as a demoted primary would.
+        await conn.execute("SET TRANSACTION READ ONLY")
+        await conn.execute("CREATE TEMP TABLE t (x int)")
+
+    async def attempts_form() -> None:
+        async for attempt in pool.transactions():
+            async with attempt as conn:
+                await refused_write(conn)
+
+    async with cluster_pool(rs) as pool:
+        forms = [
+            lambda: pool.run_transaction(refused_write),
+            pool.transactional()(refused_write),
+            attempts_form,
+        ]
+        for count, form in enumerate(forms, 1):
+            before = host_stats(pool, rs.primary).pool
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                await form()
+            after = host_stats(pool, rs.primary)
+            assert after.demoted == count
+            # The connection that saw it is not lent again (the host was drained).
+            closed = sum(after.pool.connections_closed.values())
+            assert closed > sum(before.connections_closed.values())
+            assert await pool.run_transaction(port_of) == rs.primary.port  # found again
+
+
+def host_stats(pool: Any, node: PgNode) -> Any:
+    [host] = [h for h in pool.stats().hosts if h.label.endswith(f":{node.port}")]
+    return host
+
+
+async def port_of(conn: Any) -> int:
+    cur = await conn.execute("SELECT inet_server_port()")
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 async def write_on_a_read_connection(pool: Any) -> None:
     async with pool.connection(read_only=True) as conn:
         await conn.execute("CREATE TEMP TABLE t (x int)")

@@ -325,6 +325,53 @@ def test_transaction_helpers_choose_the_role(shared_replication: Replication) ->
         assert got == (rs.primary.port, False)
 
 
+def test_transaction_helpers_see_a_demoted_primary(replication: Replication) -> None:
+    """Role awareness in the transaction helpers: a 25006 raised by the server inside a
+    transaction function on a connection lent for writes drains that host and
+    rediscovers, as in a ``connection()`` block (the error still reaches the caller: the
+    server refused the write, nothing was committed)."""
+    rs = replication
+
+    def refused_write(conn: Any) -> None:
+        # The server refuses the write as a demoted primary would.
+        conn.execute("SET TRANSACTION READ ONLY")
+        conn.execute("CREATE TEMP TABLE t (x int)")
+
+    def attempts_form() -> None:
+        for attempt in pool.transactions():
+            with attempt as conn:
+                refused_write(conn)
+
+    with cluster_pool(rs) as pool:
+        forms = [
+            lambda: pool.run_transaction(refused_write),
+            pool.transactional()(refused_write),
+            attempts_form,
+        ]
+        for count, form in enumerate(forms, 1):
+            before = host_stats(pool, rs.primary).pool
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                form()
+            after = host_stats(pool, rs.primary)
+            assert after.demoted == count
+            # The connection that saw it is not lent again (the host was drained).
+            closed = sum(after.pool.connections_closed.values())
+            assert closed > sum(before.connections_closed.values())
+            assert pool.run_transaction(port_of) == rs.primary.port  # found again
+
+
+def host_stats(pool: Any, node: PgNode) -> Any:
+    [host] = [h for h in pool.stats().hosts if h.label.endswith(f":{node.port}")]
+    return host
+
+
+def port_of(conn: Any) -> int:
+    cur = conn.execute("SELECT inet_server_port()")
+    row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def write_on_a_read_connection(pool: Any) -> None:
     with pool.connection(read_only=True) as conn:
         conn.execute("CREATE TEMP TABLE t (x int)")
