@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, Unpack, cast
@@ -37,6 +37,7 @@ from pgfleet._acompat import (
 from pgfleet._async import tx as _tx
 from pgfleet._async.pool import AsyncPool
 from pgfleet._async.postgres import ConnectionCallback
+from pgfleet._config import CLUSTER_SETTINGS, PoolSettings, cluster_env_overrides
 from pgfleet._core import PoolStats
 from pgfleet._core.cluster import (
     ClusterState,
@@ -255,6 +256,34 @@ class AsyncClusterPool:
         self._closed = False
         if open:
             self._open_now()
+
+    @classmethod
+    def from_env(
+        cls,
+        conninfo: str | None = None,
+        *,
+        prefix: str = "PGFLEET_",
+        environ: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> Self:
+        """A cluster pool configured from the environment, as `AsyncPool.from_env`.
+
+        Where to connect: `conninfo`, else ``DATABASE_URL`` (a multi-host conninfo or
+        URL; libpq's ``PG*`` variables fill in what it leaves out, but a host list in
+        ``PGHOST`` is not split into hosts). Settings: the pool settings of
+        `AsyncPool.from_env` (``PGFLEET_MAX_SIZE``...), applied to each host's pool, and
+        the cluster's own, in seconds: ``PGFLEET_FAILOVER_GRACE``,
+        ``PGFLEET_MAX_REPLICA_LAG`` (or ``none``), ``PGFLEET_LAG_INTERVAL``,
+        ``PGFLEET_READ_YOUR_WRITES_WAIT``. Keyword arguments win over the environment;
+        a bad value raises ValueError naming the variable.
+        """
+        pool_settings = {k: v for k, v in settings.items() if k not in CLUSTER_SETTINGS}
+        found = PoolSettings.env_overrides(prefix, environ, explicit=pool_settings)
+        found.update(cluster_env_overrides(prefix, environ))
+        if conninfo is None:
+            conninfo = (os.environ if environ is None else environ).get("DATABASE_URL", "")
+        build: Callable[..., Self] = cls  # the flavour's constructor
+        return build(conninfo, **{**found, **settings})
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._opened else "new"
