@@ -238,6 +238,9 @@ class AsyncClusterPool:
             )
             for index, (info, label) in enumerate(split)
         )
+        self._min_size = self.pools[0].min_size
+        #: Hosts whose pool was quieted because they are stale (see _quiet_stale_pools).
+        self._quiet: set[int] = set()
         self._state = ClusterState.of(
             [label for _, label in split], failover_grace, max_replica_lag
         )
@@ -331,6 +334,7 @@ class AsyncClusterPool:
             )
 
     def _log_stale(self, host: int, timeline: int | None, newest: int) -> None:
+        self._wakeup.set()  # the monitor quiets the stale host's pool at once
         logger.error(
             "cluster pool %r: %s is a stale primary (writable on timeline %s, but timeline"
             " %s was seen on a primary): its connections are refused",
@@ -793,7 +797,8 @@ class AsyncClusterPool:
         position (a standby found out of recovery was promoted: probe it)."""
         while not self._closed:
             await self._sample()
-            await self._wakeup.wait(self.lag_interval)
+            if await self._wakeup.wait(self.lag_interval) and not self._closed:
+                self._wakeup.clear()  # woken early (a stale host): sample again now
 
     async def _sample(self) -> None:
         with self._lock:
@@ -801,8 +806,20 @@ class AsyncClusterPool:
             standbys = [
                 index
                 for index, h in enumerate(self._state.hosts)
-                if h.role in ("standby", "unknown", "down", "stale") and index != primary
+                if h.role in ("standby", "unknown", "down") and index != primary
             ]
+            stale = [
+                index
+                for index, h in enumerate(self._state.hosts)
+                if h.role == "stale" and index != primary and self._state.start_probe(index)
+            ]
+        await self._quiet_stale_pools()
+        for host in stale:
+            # Asked on a new connection, not through its pool (which would log a failed
+            # attempt at INFO each time): a stale server rebuilt as a standby is seen
+            # within `lag_interval`, as any standby is.
+            await self._probe(host)
+        await self._quiet_stale_pools()
         if primary is not None:
             position = await self._query_on(primary, _POSITION_QUERY)
             if position is not None:
@@ -823,6 +840,27 @@ class AsyncClusterPool:
                 promoted = replayed is None and self._state.start_probe(host)
             if promoted:
                 await self._probe(host)  # a writable newer timeline becomes primary
+
+    async def _quiet_stale_pools(self) -> None:
+        """A stale host's pool opens nothing while the host is stale (its attempts would
+        all be refused, each logged and each a new backend on the stale server); the
+        monitor probes the host instead. Its floor comes back when the host is no longer
+        stale (rebuilt as a standby, or on a newer timeline)."""
+        with self._lock:
+            stale = {index for index, h in enumerate(self._state.hosts) if h.role == "stale"}
+        for host in stale ^ self._quiet:
+            pool = self.pools[host]
+            if host in stale:
+                self._quiet.add(host)
+                await pool.resize(0, pool.max_size)
+                logger.debug(
+                    "cluster pool %r: %s is stale: its pool opens no connection while it is",
+                    self.name,
+                    self._state.hosts[host].label,
+                )
+            else:
+                self._quiet.discard(host)
+                await pool.resize(self._min_size, pool.max_size)
 
     async def _query_on(self, host: int, query: str, raise_errors: bool = False) -> str | None:
         pool = self.pools[host]
