@@ -46,6 +46,7 @@ __all__ = [
     "RESET_TIMEOUT",
     "TIMEOUT",
     "PoolSettings",
+    "cluster_env_overrides",
 ]
 
 
@@ -153,6 +154,48 @@ class PoolSettings:
                     raise
                 raise ValueError(f"{exc} (from the environment: {', '.join(used)})") from None
         return found
+
+
+#: A cluster pool's own settings, read by ``ClusterPool.from_env``: name -> accepts None.
+CLUSTER_SETTINGS: dict[str, bool] = {
+    "failover_grace": False,
+    "max_replica_lag": True,
+    "lag_interval": False,
+    "read_your_writes_wait": False,
+}
+
+
+def cluster_env_overrides(
+    prefix: str = "PGFLEET_", environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A cluster pool's own settings found in ``{prefix}{NAME}`` variables, in seconds
+    (``PGFLEET_FAILOVER_GRACE=10``, ``PGFLEET_MAX_REPLICA_LAG=none``). A bad value raises
+    ValueError naming the variable, the value and what was expected."""
+    env = os.environ if environ is None else environ
+    found: dict[str, Any] = {}
+    for name, optional in CLUSTER_SETTINGS.items():
+        variable = f"{prefix}{name.upper()}"
+        raw = env.get(variable)
+        if raw is None:
+            continue
+        text = raw.strip()
+        if optional and text.lower() == "none":
+            found[name] = None
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            expected = "a number of seconds" + (" or 'none'" if optional else "")
+            raise ValueError(f"{variable}={raw!r} is not valid: expected {expected}") from None
+        # lag_interval paces a loop: 0 would spin it.
+        if not (math.isfinite(value) and (value > 0 if name == "lag_interval" else value >= 0)):
+            bound = "> 0" if name == "lag_interval" else ">= 0"
+            raise ValueError(
+                f"{variable}={raw!r} is not valid: {name} must be a finite number {bound}"
+                " of seconds"
+            )
+        found[name] = value
+    return found
 
 
 def _parse_bool(text: str) -> bool:

@@ -148,7 +148,13 @@ def test_promote_running_standby(replication: Replication) -> None:
         # The server reports the change with the answer to the next query.
         assert session.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
         assert session.info.parameter_status("in_hot_standby") == "off"
+        # Promoted, it still reports its last replay position (a primary that never was
+        # a standby says NULL): only pg_is_in_recovery() shows the promotion.
+        [replayed] = session.execute("SELECT pg_last_wal_replay_lsn()").fetchone() or [None]
+        assert replayed is not None
         session.execute(sql.SQL("INSERT INTO {} VALUES (2)").format(t.name))
+    with app(old) as conn:
+        assert conn.execute("SELECT pg_last_wal_replay_lsn()").fetchone() == (None,)
     assert (old.timeline(), standby.timeline()) == (1, 2)
     t.insert(old, 3)  # the old primary never heard of the promotion
     assert t.rows(standby) == [1, 2]

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, Unpack, cast
@@ -25,10 +25,19 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
 from pgfleet import _config as _defaults
-from pgfleet._acompat import AsyncCoreLock, AsyncEvent, AsyncWorkers, abounded, asleep, monotonic
+from pgfleet._acompat import (
+    AsyncCoreLock,
+    AsyncEvent,
+    AsyncWorkers,
+    abounded,
+    asleep,
+    await_fd,
+    monotonic,
+)
 from pgfleet._async import tx as _tx
 from pgfleet._async.pool import AsyncPool
 from pgfleet._async.postgres import ConnectionCallback
+from pgfleet._config import CLUSTER_SETTINGS, PoolSettings, cluster_env_overrides
 from pgfleet._core import PoolStats
 from pgfleet._core.cluster import (
     ClusterState,
@@ -38,6 +47,7 @@ from pgfleet._core.cluster import (
     parse_lsn,
     timeline_of_walfile,
 )
+from pgfleet._postgres import wire
 from pgfleet._retry import TransactionOptions, TxSettings
 from pgfleet.errors import DatabaseUnavailable, PoolClosed, PoolTimeout
 
@@ -55,6 +65,14 @@ _REPLAY_QUERY = "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_ls
 _TOKEN_QUERY = "SELECT pg_current_wal_insert_lsn()::text"
 #: The primary's write position, sampled to measure the standbys' lag.
 _POSITION_QUERY = "SELECT pg_current_wal_lsn()::text"
+#: A probe's question on a pooled connection, one round trip: ``standby``, else the
+#: timeline (as a WAL file name). Sent by `_first_value`, under a deadline.
+_ROLE_QUERY = (
+    b"SELECT CASE WHEN pg_is_in_recovery() THEN 'standby'"
+    b" ELSE pg_walfile_name(pg_current_wal_lsn()) END"
+)
+#: How long a probe waits to borrow an idle connection of a standby's pool.
+_PROBE_BORROW = 0.05
 #: Parameters of a multi-host conninfo that the cluster pool takes over per host.
 _CLUSTER_PARAMS = ("target_session_attrs", "load_balance_hosts")
 #: SQLSTATEs saying the server lending this connection no longer is what it was.
@@ -220,6 +238,9 @@ class AsyncClusterPool:
             )
             for index, (info, label) in enumerate(split)
         )
+        self._min_size = self.pools[0].min_size
+        #: Hosts whose pool was quieted because they are stale (see _quiet_stale_pools).
+        self._quiet: set[int] = set()
         self._state = ClusterState.of(
             [label for _, label in split], failover_grace, max_replica_lag
         )
@@ -232,10 +253,40 @@ class AsyncClusterPool:
         self._primary_known = AsyncEvent()
         self._wakeup = AsyncEvent()
         self._discovering = False
+        #: When discovery last elected a primary (the first write after it logs the delay).
+        self._elected_at: float | None = None
         self._opened = False
         self._closed = False
         if open:
             self._open_now()
+
+    @classmethod
+    def from_env(
+        cls,
+        conninfo: str | None = None,
+        *,
+        prefix: str = "PGFLEET_",
+        environ: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> Self:
+        """A cluster pool configured from the environment, as `AsyncPool.from_env`.
+
+        Where to connect: `conninfo`, else ``DATABASE_URL`` (a multi-host conninfo or
+        URL; libpq's ``PG*`` variables fill in what it leaves out, but a host list in
+        ``PGHOST`` is not split into hosts). Settings: the pool settings of
+        `AsyncPool.from_env` (``PGFLEET_MAX_SIZE``...), applied to each host's pool, and
+        the cluster's own, in seconds: ``PGFLEET_FAILOVER_GRACE``,
+        ``PGFLEET_MAX_REPLICA_LAG`` (or ``none``), ``PGFLEET_LAG_INTERVAL``,
+        ``PGFLEET_READ_YOUR_WRITES_WAIT``. Keyword arguments win over the environment;
+        a bad value raises ValueError naming the variable.
+        """
+        pool_settings = {k: v for k, v in settings.items() if k not in CLUSTER_SETTINGS}
+        found = PoolSettings.env_overrides(prefix, environ, explicit=pool_settings)
+        found.update(cluster_env_overrides(prefix, environ))
+        if conninfo is None:
+            conninfo = (os.environ if environ is None else environ).get("DATABASE_URL", "")
+        build: Callable[..., Self] = cls  # the flavour's constructor
+        return build(conninfo, **{**found, **settings})
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._opened else "new"
@@ -283,6 +334,7 @@ class AsyncClusterPool:
             )
 
     def _log_stale(self, host: int, timeline: int | None, newest: int) -> None:
+        self._wakeup.set()  # the monitor quiets the stale host's pool at once
         logger.error(
             "cluster pool %r: %s is a stale primary (writable on timeline %s, but timeline"
             " %s was seen on a primary): its connections are refused",
@@ -484,16 +536,25 @@ class AsyncClusterPool:
         with self._lock:
             newest = self._state.newest_timeline
             verdict = self._state.judge_write(facts, monotonic())
+            elected_at: float | None = None
+            news = False
             if verdict == "ok":
                 self._state.hosts[host].writes += 1
-                self._publish()
-                return True
-            if verdict == "moved":
-                self._publish()
-            news = verdict == "stale" and self._state.is_news_of_staleness(host)
-            if verdict == "standby":
-                self._state.lost(host, monotonic(), demoted=True)
+                elected_at, self._elected_at = self._elected_at, None
+            else:
+                news = verdict == "stale" and self._state.is_news_of_staleness(host)
+                if verdict == "standby":
+                    self._state.lost(host, monotonic(), demoted=True)
             self._publish()
+        if verdict == "ok":
+            if elected_at is not None:
+                logger.debug(
+                    "cluster pool %r: first write lent on %s %.1f ms after its election",
+                    self.name,
+                    self._state.hosts[host].label,
+                    (monotonic() - elected_at) * 1000,
+                )
+            return True
         if verdict == "moved":
             await self.pools[host].putconn(conn)  # unused, sound: back it goes
             return False
@@ -634,9 +695,78 @@ class AsyncClusterPool:
                 self._discover()  # lost again while we were leaving
 
     async def _probe(self, host: int) -> None:
-        """Connect to `host` once and ask its role (and, writable, its timeline)."""
-        standby: bool | None = None
-        timeline: int | None = None
+        """Ask `host` its role (and, writable, its timeline): on an idle connection of its
+        pool when it was a standby (one round trip), else on a new connection."""
+        started = monotonic()
+        answer = await self._probe_pooled(host)
+        how = "pooled"
+        if answer is None:
+            how = "new"
+            answer = await self._probe_new(host)
+        standby, timeline = answer if answer is not None else (None, None)
+        now = monotonic()
+        with self._lock:
+            newest = self._state.newest_timeline
+            lost_at = self._state.lost_at
+            found = self._state.probed(host, now, standby=standby, timeline=timeline)
+            state = self._state.hosts[host]
+            news = state.role == "stale" and self._state.is_news_of_staleness(host)
+            primary = self._state.primary
+            if found:
+                self._elected_at = now
+            self._publish()
+        logger.debug(
+            "cluster pool %r: probe of %s (%s connection): %s in %.1f ms",
+            self.name,
+            self._state.hosts[host].label,
+            how,
+            "no answer" if standby is None else "standby" if standby else f"writable tl{timeline}",
+            (now - started) * 1000,
+        )
+        if news:
+            self._log_stale(host, timeline, newest)
+        if found and primary is not None:
+            logger.info(
+                "cluster pool %r: primary is %s (timeline %s)%s",
+                self.name,
+                self._state.hosts[primary].label,
+                self._state.hosts[primary].timeline,
+                "" if lost_at is None else f", {(now - lost_at) * 1000:.0f} ms after the loss",
+            )
+
+    async def _probe_pooled(self, host: int) -> tuple[bool, int | None] | None:
+        """The role of a host last seen as a standby, asked on an idle connection of its
+        pool: a promotion is seen one round trip after it, without a connect (a new
+        backend costs milliseconds on a loaded server), and the connection, now known
+        writable on its timeline, goes back to the pool for the writers woken by the
+        election. None: no idle connection, or it failed (the caller connects anew)."""
+        pool = self.pools[host]
+        with self._lock:
+            was_standby = self._state.hosts[host].role == "standby"
+        if not was_standby or not pool._core.idle or pool._core.waiters:  # hints, unlocked
+            return None
+        try:
+            conn = await pool.getconn(min(self.connect_timeout, _PROBE_BORROW))
+        except Exception:
+            return None
+        try:
+            value = await _first_value(conn, _ROLE_QUERY, self.connect_timeout)
+            assert value is not None
+            standby = value == b"standby"
+            timeline = None if standby else timeline_of_walfile(value.decode())
+            if timeline is not None:
+                # A lower bound for the rest of the session (see _core.cluster): the
+                # writer that takes this connection needs no query of its own.
+                self._facts[conn] = ConnFacts(host, monotonic(), False, timeline)
+            return standby, timeline
+        except Exception:
+            return None
+        finally:
+            # Back before the election is published: the first writer finds it idle.
+            await pool.putconn(conn)
+
+    async def _probe_new(self, host: int) -> tuple[bool, int | None] | None:
+        """The role of `host` asked on a new connection (closed after); None: no answer."""
         try:
             conn = await abounded(
                 psycopg.AsyncConnection.connect(
@@ -648,35 +778,17 @@ class AsyncClusterPool:
             )
             try:
                 standby = await _is_standby(conn)
-                if not standby:
-                    timeline = await _timeline(conn)
+                return standby, None if standby else await _timeline(conn)
             finally:
                 await conn.close()
         except Exception as exc:
-            standby = None
             logger.debug(
                 "cluster pool %r: probe of %s failed: %s",
                 self.name,
                 self._state.hosts[host].label,
                 self.pools[host]._describe_short(exc),  # redacted as the pool's own lines
             )
-        now = monotonic()
-        with self._lock:
-            newest = self._state.newest_timeline
-            found = self._state.probed(host, now, standby=standby, timeline=timeline)
-            state = self._state.hosts[host]
-            news = state.role == "stale" and self._state.is_news_of_staleness(host)
-            primary = self._state.primary
-            self._publish()
-        if news:
-            self._log_stale(host, timeline, newest)
-        if found and primary is not None:
-            logger.info(
-                "cluster pool %r: primary is %s (timeline %s)",
-                self.name,
-                self._state.hosts[primary].label,
-                self._state.hosts[primary].timeline,
-            )
+            return None
 
     # -- lag and promotions ----------------------------------------------------------
 
@@ -685,7 +797,8 @@ class AsyncClusterPool:
         position (a standby found out of recovery was promoted: probe it)."""
         while not self._closed:
             await self._sample()
-            await self._wakeup.wait(self.lag_interval)
+            if await self._wakeup.wait(self.lag_interval) and not self._closed:
+                self._wakeup.clear()  # woken early (a stale host): sample again now
 
     async def _sample(self) -> None:
         with self._lock:
@@ -693,8 +806,20 @@ class AsyncClusterPool:
             standbys = [
                 index
                 for index, h in enumerate(self._state.hosts)
-                if h.role in ("standby", "unknown", "down", "stale") and index != primary
+                if h.role in ("standby", "unknown", "down") and index != primary
             ]
+            stale = [
+                index
+                for index, h in enumerate(self._state.hosts)
+                if h.role == "stale" and index != primary and self._state.start_probe(index)
+            ]
+        await self._quiet_stale_pools()
+        for host in stale:
+            # Asked on a new connection, not through its pool (which would log a failed
+            # attempt at INFO each time): a stale server rebuilt as a standby is seen
+            # within `lag_interval`, as any standby is.
+            await self._probe(host)
+        await self._quiet_stale_pools()
         if primary is not None:
             position = await self._query_on(primary, _POSITION_QUERY)
             if position is not None:
@@ -715,6 +840,27 @@ class AsyncClusterPool:
                 promoted = replayed is None and self._state.start_probe(host)
             if promoted:
                 await self._probe(host)  # a writable newer timeline becomes primary
+
+    async def _quiet_stale_pools(self) -> None:
+        """A stale host's pool opens nothing while the host is stale (its attempts would
+        all be refused, each logged and each a new backend on the stale server); the
+        monitor probes the host instead. Its floor comes back when the host is no longer
+        stale (rebuilt as a standby, or on a newer timeline)."""
+        with self._lock:
+            stale = {index for index, h in enumerate(self._state.hosts) if h.role == "stale"}
+        for host in stale ^ self._quiet:
+            pool = self.pools[host]
+            if host in stale:
+                self._quiet.add(host)
+                await pool.resize(0, pool.max_size)
+                logger.debug(
+                    "cluster pool %r: %s is stale: its pool opens no connection while it is",
+                    self.name,
+                    self._state.hosts[host].label,
+                )
+            else:
+                self._quiet.discard(host)
+                await pool.resize(self._min_size, pool.max_size)
 
     async def _query_on(self, host: int, query: str, raise_errors: bool = False) -> str | None:
         pool = self.pools[host]
@@ -817,6 +963,11 @@ class _TxDoor:
     async def putconn(self, conn: Conn) -> None:
         await self._cluster.putconn(conn)
 
+    async def _putconn_failed(self, conn: Conn, error: BaseException) -> None:
+        # Called by pgfleet._async.tx for an attempt that failed: a 25006 or 57P0x
+        # inside a transaction function says what it says in a ``connection()`` block.
+        await self._cluster.putconn(conn, error)
+
     def _count_transaction_retry(self) -> None:
         # Counted in the stats of the primary's pool (of the first host's, between two).
         primary = self._cluster._state.primary
@@ -896,3 +1047,24 @@ async def _replay_lsn(conn: Conn) -> int | None:
     if conn.info.transaction_status == TransactionStatus.INTRANS:
         await conn.rollback()
     return None if row is None or row[0] is None else parse_lsn(row[0])
+
+
+async def _first_value(conn: Conn, query: bytes, timeout: float) -> bytes | None:
+    """The first value `query` returns, under a deadline in both flavours (psycopg's
+    ``execute`` has none; see `pgfleet._postgres.wire`). A timeout leaves the
+    connection mid-exchange: its pool then discards it."""
+    pgconn = conn.pgconn
+    exchange = wire.first_value(pgconn, query)
+    deadline = monotonic() + timeout
+    try:
+        want = next(exchange)
+        while True:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no answer from the server within {timeout:.3g} s")
+            ready = await await_fd(pgconn.socket, want, remaining)
+            if ready:
+                want = exchange.send(ready)
+    except StopIteration as done:
+        value: bytes | None = done.value
+        return value

@@ -225,7 +225,7 @@ class AsyncAttempt(Generic[TxConnT]):
                 await _begin(conn, settings.modes, settings.timeout or pool.timeout)
             except Exception as exc:
                 lost = pool.manager.is_broken(conn)
-                await pool.putconn(conn)
+                await _give_back(pool, conn, exc)
                 if not attempts._failed(self.number, exc, lost, commit_sent=False):
                     raise
                 # Nothing to hand to the block yet: retry the start within this block.
@@ -279,12 +279,24 @@ class AsyncAttempt(Generic[TxConnT]):
             # Judge the connection before the pool's reset changes its state.
             lost = lost or pool.manager.is_broken(conn)
         finally:
-            await pool.putconn(conn)
+            await _give_back(pool, conn, failure)
         if attempts._failed(self.number, failure, lost, commit_sent):
             return True  # suppress: the loop goes round again
         if failure is not exc:
             raise failure  # the block succeeded; its COMMIT (or its state) did not
         return False
+
+
+async def _give_back(
+    pool: AsyncPool[TxConnT], conn: TxConnT, failure: BaseException | None
+) -> None:
+    """Return an attempt's connection. A pool that judges failures (a cluster pool, whose
+    server may have been demoted under the attempt: 25006, 57P01...) hears what failed."""
+    judge = getattr(pool, "_putconn_failed", None) if failure is not None else None
+    if judge is not None:
+        await judge(conn, failure)
+    else:
+        await pool.putconn(conn)
 
 
 async def _begin(conn: psycopg.AsyncConnection[Any], modes: str, timeout: float) -> None:

@@ -34,9 +34,10 @@ Role = Literal["unknown", "primary", "standby", "stale", "down"]
 #: What `judge_write` says of a connection about to be lent for writes.
 Verdict = Literal["ok", "stale", "standby", "moved"]
 
-#: Back-off of discovery rounds within the grace: short, a promotion takes tens of ms.
+#: Back-off of discovery rounds within the grace: short, a promotion takes tens of ms
+#: and the probe of a standby is one query on a connection its pool already has.
 PROBE_DELAY_MIN = 0.005
-PROBE_DELAY_GRACE_MAX = 0.025
+PROBE_DELAY_GRACE_MAX = 0.010
 #: Back-off of discovery rounds after the grace (a real outage): gentler.
 PROBE_DELAY_OUTAGE_MAX = 1.0
 

@@ -226,7 +226,7 @@ class Attempt(Generic[TxConnT]):
                 _begin(conn, settings.modes, settings.timeout or pool.timeout)
             except Exception as exc:
                 lost = pool.manager.is_broken(conn)
-                pool.putconn(conn)
+                _give_back(pool, conn, exc)
                 if not attempts._failed(self.number, exc, lost, commit_sent=False):
                     raise
                 # Nothing to hand to the block yet: retry the start within this block.
@@ -280,12 +280,22 @@ class Attempt(Generic[TxConnT]):
             # Judge the connection before the pool's reset changes its state.
             lost = lost or pool.manager.is_broken(conn)
         finally:
-            pool.putconn(conn)
+            _give_back(pool, conn, failure)
         if attempts._failed(self.number, failure, lost, commit_sent):
             return True  # suppress: the loop goes round again
         if failure is not exc:
             raise failure  # the block succeeded; its COMMIT (or its state) did not
         return False
+
+
+def _give_back(pool: Pool[TxConnT], conn: TxConnT, failure: BaseException | None) -> None:
+    """Return an attempt's connection. A pool that judges failures (a cluster pool, whose
+    server may have been demoted under the attempt: 25006, 57P01...) hears what failed."""
+    judge = getattr(pool, "_putconn_failed", None) if failure is not None else None
+    if judge is not None:
+        judge(conn, failure)
+    else:
+        pool.putconn(conn)
 
 
 def _begin(conn: psycopg.Connection[Any], modes: str, timeout: float) -> None:

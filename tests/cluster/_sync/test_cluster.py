@@ -206,6 +206,51 @@ def test_a_promotion_elsewhere_fences_a_primary_that_still_runs(
     assert not load.checkout_errors, load.checkout_errors
 
 
+def test_a_stale_hosts_pool_stays_quiet_until_rebuilt_as_standby(
+    make_replication: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While a host is stale its pool opens nothing (each attempt would be refused and
+    logged); the pool comes back, and the host serves reads, once it is a standby."""
+    rs: Replication = make_replication(standbys=1)
+    old, new = rs.primary, rs.standbys[0]
+    # Retries every 0.2 s at most: a pool that kept trying would show it at once.
+    with cluster_pool(rs, reconnect_max_delay=0.2) as pool:
+        Flavour.blocking(rs.crash, old)
+        Flavour.blocking(rs.promote, new)
+        for _ in range(50):  # the first attempts may meet the dead primary's connections
+            try:
+                if pool.run_transaction(port_of) == new.port:
+                    break
+            except psycopg.Error:
+                sleep(0.05)
+        assert host_stats(pool, new).role == "primary"
+        Flavour.blocking(rs.start_old_primary_as_writable, old)
+        # The old host's pool finds it stale on its next attempt, and is quieted.
+        Flavour.wait_until(lambda: host_stats(pool, old).pool.min_size == 0, 15.0)
+        assert host_stats(pool, old).role == "stale"
+        attempts = host_stats(pool, old).pool.connect_errors
+        label = f"[127.0.0.1:{old.port}]"
+        with caplog.at_level(logging.DEBUG, logger="pgfleet"):
+            # No event says "nothing happened": watch for 1 s (5 retries' worth).
+            sleep(1.0)
+        assert host_stats(pool, old).pool.connect_errors == attempts
+        assert not [
+            r
+            for r in caplog.records
+            if r.levelno >= logging.INFO and label in r.getMessage() and "attempt" in r.getMessage()
+        ]
+        assert host_stats(pool, old).role == "stale"  # still probed, still refused
+        # Rebuilt as a standby: seen within lag_interval, its pool refilled, reads served.
+        Flavour.blocking(rs.restart_as_standby, old, new)
+        rebuilt_at = time.monotonic()
+        Flavour.wait_until(lambda: host_stats(pool, old).role == "standby", 15.0)
+        assert time.monotonic() - rebuilt_at < 5.0  # generous: lag_interval is 0.1 s
+        Flavour.wait_until(lambda: host_stats(pool, old).pool.min_size == 1, 15.0)
+        with pool.connection(read_only=True) as conn:
+            cur = conn.execute("SELECT inet_server_port(), pg_is_in_recovery()")
+            assert cur.fetchone() == (old.port, True)
+
+
 def role_of_stats(stats: Any, node: PgNode) -> str:
     [host] = [h for h in stats.hosts if h.label.endswith(f":{node.port}")]
     return str(host.role)
@@ -323,6 +368,53 @@ def test_transaction_helpers_choose_the_role(shared_replication: Replication) ->
             with attempt as conn:
                 got = where(conn)
         assert got == (rs.primary.port, False)
+
+
+def test_transaction_helpers_see_a_demoted_primary(replication: Replication) -> None:
+    """Role awareness in the transaction helpers: a 25006 raised by the server inside a
+    transaction function on a connection lent for writes drains that host and
+    rediscovers, as in a ``connection()`` block (the error still reaches the caller: the
+    server refused the write, nothing was committed)."""
+    rs = replication
+
+    def refused_write(conn: Any) -> None:
+        # The server refuses the write as a demoted primary would.
+        conn.execute("SET TRANSACTION READ ONLY")
+        conn.execute("CREATE TEMP TABLE t (x int)")
+
+    def attempts_form() -> None:
+        for attempt in pool.transactions():
+            with attempt as conn:
+                refused_write(conn)
+
+    with cluster_pool(rs) as pool:
+        forms = [
+            lambda: pool.run_transaction(refused_write),
+            pool.transactional()(refused_write),
+            attempts_form,
+        ]
+        for count, form in enumerate(forms, 1):
+            before = host_stats(pool, rs.primary).pool
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                form()
+            after = host_stats(pool, rs.primary)
+            assert after.demoted == count
+            # The connection that saw it is not lent again (the host was drained).
+            closed = sum(after.pool.connections_closed.values())
+            assert closed > sum(before.connections_closed.values())
+            assert pool.run_transaction(port_of) == rs.primary.port  # found again
+
+
+def host_stats(pool: Any, node: PgNode) -> Any:
+    [host] = [h for h in pool.stats().hosts if h.label.endswith(f":{node.port}")]
+    return host
+
+
+def port_of(conn: Any) -> int:
+    cur = conn.execute("SELECT inet_server_port()")
+    row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def write_on_a_read_connection(pool: Any) -> None:
