@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: every name, as if impor
         AsyncPostgresManager,
     )
     from pgfleet._core import PoolStats
+    from pgfleet._core.cluster import ClusterStats, HostStats, WriteToken
     from pgfleet._sync import (
         ClusterPool,
         ConnectionGuard,
@@ -55,10 +56,12 @@ _LAZY: dict[str, str] = {
     "AsyncPool": "pgfleet._async",
     "AsyncPostgresManager": "pgfleet._async",
     "ClusterPool": "pgfleet._sync",
+    "ClusterStats": "pgfleet._core.cluster",
     "CommitOutcomeUnknown": "pgfleet.errors",
     "ConnectionGuard": "pgfleet._sync",
     "ConnectionPool": "pgfleet._sync",
     "DatabaseUnavailable": "pgfleet.errors",
+    "HostStats": "pgfleet._core.cluster",
     "Manager": "pgfleet._sync",
     "ManagerProtocol": "pgfleet._sync",
     "NullConnectionPool": "pgfleet._sync",
@@ -71,6 +74,7 @@ _LAZY: dict[str, str] = {
     "TLSInfo": "pgfleet.tls",
     "TooManyRequests": "pgfleet.errors",
     "TransactionPoolerError": "pgfleet.errors",
+    "WriteToken": "pgfleet._core.cluster",
     "tls_info": "pgfleet.tls",
 }
 #: Public submodules, imported on first use too.
@@ -102,10 +106,12 @@ __all__ = [
     "AsyncPool",
     "AsyncPostgresManager",
     "ClusterPool",
+    "ClusterStats",
     "CommitOutcomeUnknown",
     "ConnectionGuard",
     "ConnectionPool",
     "DatabaseUnavailable",
+    "HostStats",
     "Manager",
     "ManagerProtocol",
     "NullConnectionPool",
@@ -118,6 +124,7 @@ __all__ = [
     "TLSInfo",
     "TooManyRequests",
     "TransactionPoolerError",
+    "WriteToken",
     "__version__",
     "bulk",
     "rows",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pgfleet import PoolStats
-from pgfleet._async.cluster import ClusterStats, HostStats
+from pgfleet._core.cluster import ClusterStats, HostStats
 from pgfleet._core.stats import Histogram, HistogramSnapshot
 from pgfleet.demo._live import Health, History, HostBook, cluster_rows, combined_stats, snapshot
 

@@ -15,7 +15,6 @@ import math
 import os
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, Unpack, cast
 
@@ -38,12 +37,12 @@ from pgfleet._async import tx as _tx
 from pgfleet._async.pool import AsyncPool
 from pgfleet._async.postgres import ConnectionCallback
 from pgfleet._config import CLUSTER_SETTINGS, PoolSettings, cluster_env_overrides
-from pgfleet._core import PoolStats
 from pgfleet._core.cluster import (
     ClusterState,
+    ClusterStats,
     ConnFacts,
-    Role,
-    format_lsn,
+    HostStats,
+    WriteToken,
     parse_lsn,
     timeline_of_walfile,
 )
@@ -78,50 +77,6 @@ _CLUSTER_PARAMS = ("target_session_attrs", "load_balance_hosts")
 #: SQLSTATEs saying the server lending this connection no longer is what it was.
 _SHUT_DOWN = frozenset({"57P01", "57P02", "57P03"})
 _DEMOTED = _SHUT_DOWN | {"25006"}
-
-
-@dataclass(frozen=True, slots=True)
-class WriteToken:
-    """A read-your-writes token: the primary's WAL position after a commit.
-
-    Pass it as ``after=`` to ``connection(read_only=True, after=token)``: the read is
-    then served only by a server that has replayed past it.
-    """
-
-    lsn: int
-
-    def __str__(self) -> str:
-        return format_lsn(self.lsn)
-
-
-@dataclass(frozen=True, slots=True)
-class HostStats:
-    """One host of a cluster pool: its role, timeline, lag and its own pool's stats."""
-
-    label: str
-    role: Role
-    timeline: int | None
-    #: Seconds of the primary's history this standby has not replayed (None: unknown).
-    lag: float | None
-    #: Connections refused because the server was on an older timeline (fencing).
-    fenced: int
-    #: Times a connection showed the host was no longer primary (read-only, shut down).
-    demoted: int
-    reads: int
-    writes: int
-    pool: PoolStats
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterStats:
-    """A snapshot of a cluster pool (see ``docs/clusters.md``, "Reading the stats")."""
-
-    name: str
-    primary: str | None
-    newest_timeline: int
-    failovers: int
-    fenced: int
-    hosts: tuple[HostStats, ...]
 
 
 def split_conninfo(conninfo: str) -> list[tuple[str, str]]:

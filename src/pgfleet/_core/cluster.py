@@ -30,6 +30,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pgfleet._core.stats import PoolStats
+
 Role = Literal["unknown", "primary", "standby", "stale", "down"]
 #: What `judge_write` says of a connection about to be lent for writes.
 Verdict = Literal["ok", "stale", "standby", "moved"]
@@ -379,3 +381,47 @@ class ClusterState:
         """True when `host` is known to have replayed `lsn`."""
         replayed = self.hosts[host].replay_lsn
         return replayed is not None and replayed >= lsn
+
+
+@dataclass(frozen=True, slots=True)
+class WriteToken:
+    """A read-your-writes token: the primary's WAL position after a commit.
+
+    Pass it as ``after=`` to ``connection(read_only=True, after=token)``: the read is
+    then served only by a server that has replayed past it.
+    """
+
+    lsn: int
+
+    def __str__(self) -> str:
+        return format_lsn(self.lsn)
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    """One host of a cluster pool: its role, timeline, lag and its own pool's stats."""
+
+    label: str
+    role: Role
+    timeline: int | None
+    #: Seconds of the primary's history this standby has not replayed (None: unknown).
+    lag: float | None
+    #: Connections refused because the server was on an older timeline (fencing).
+    fenced: int
+    #: Times a connection showed the host was no longer primary (read-only, shut down).
+    demoted: int
+    reads: int
+    writes: int
+    pool: PoolStats
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStats:
+    """A snapshot of a cluster pool (see ``docs/clusters.md``, "Reading the stats")."""
+
+    name: str
+    primary: str | None
+    newest_timeline: int
+    failovers: int
+    fenced: int
+    hosts: tuple[HostStats, ...]

@@ -19,7 +19,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from pgfleet import PoolStats
-from pgfleet._async.cluster import ClusterStats
+from pgfleet._core.cluster import ClusterStats
 from pgfleet._core.reasons import CloseReason
 from pgfleet._core.stats import HistogramSnapshot
 from pgfleet.errors import DatabaseUnavailable

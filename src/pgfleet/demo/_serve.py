@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from pgfleet import AsyncClusterPool, AsyncPool, PoolStats
-from pgfleet._async.cluster import ClusterStats
+from pgfleet._core.cluster import ClusterStats
 from pgfleet._postgres.conninfo import redact as redact_secrets
 from pgfleet._text import describe
 from pgfleet.demo._live import (
