@@ -64,6 +64,17 @@ def test_a_connection_to_a_lost_primary_does_not_elect_it_again() -> None:
     assert (primary_of(state), state.failovers) == (B, 1)
 
 
+def test_the_same_primary_found_again_is_not_a_failover() -> None:
+    state = cluster()
+    assert writable(state, A, 1, 0.0)
+    assert state.lost(A, 1.0, demoted=True)  # a read-only answer, say: then found again
+    assert writable(state, A, 1, 1.1)
+    assert (primary_of(state), state.failovers) == (A, 0)
+    assert state.lost(A, 2.0)
+    assert writable(state, B, 2, 2.1)
+    assert (primary_of(state), state.failovers) == (B, 1)
+
+
 def test_a_connection_made_on_a_standby_needs_its_timeline() -> None:
     state = cluster()
     assert state.judge_write(ConnFacts(B, 0.0, True, None), 1.0) == "standby"

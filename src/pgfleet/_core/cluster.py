@@ -154,6 +154,8 @@ class ClusterState:
     lost_at: float | None = None
     #: Times the primary moved to another host, and the refusals of stale servers.
     failovers: int = 0
+    #: The primary before the current loss (None: none yet): a failover is a new one.
+    last_primary: int | None = None
     fenced: int = 0
     lag: LagTracker = field(default_factory=LagTracker)
     #: Discovery rounds since the primary was lost (paces `probe_delay`).
@@ -220,7 +222,10 @@ class ClusterState:
         state.stale_logged = False
         news = self.primary != host
         if news:
-            if self.primary is not None or self.lost_at is not None:
+            # A failover is another host taking over; the same primary found again
+            # (after a lost connection or a read-only answer) is not one.
+            previous = self.primary if self.primary is not None else self.last_primary
+            if previous is not None and previous != host:
                 self.failovers += 1
             self.primary = host
             self.lag.reset()
@@ -242,6 +247,8 @@ class ClusterState:
         return True
 
     def _lose(self, now: float) -> None:
+        if self.primary is not None:
+            self.last_primary = self.primary
         self.primary = None
         if self.lost_at is None:
             self.lost_at = now
