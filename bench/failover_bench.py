@@ -605,9 +605,11 @@ async def trial(
     result.acks_after_terminate = sum(
         1 for c in calls if c.port is not None and c.ended >= terminated
     )
-    # Acknowledged by the old primary after its crash, and not on the new primary's history:
-    # the server had a write that the real primary never saw.
-    stale = [a for a in report.off_history if a.port == old.port and a.at > crashed]
+    # Acknowledged by the old primary once it was back (it is started after `switch_over`),
+    # and not on the new primary's history: the server had a write the real primary never
+    # saw. (An ack stamped between `crashed` and the server's death, while SIGQUIT is on
+    # its way, is the crash's loss, not a stale primary's write.)
+    stale = [a for a in report.off_history if a.port == old.port and a.at > switch_over]
     result.stale_acks = len(stale)
     result.stale_after_terminate = sum(1 for a in stale if a.at >= terminated)
     result.lost_in_crash = sum(1 for a in report.lost if a.at <= crashed)
@@ -721,10 +723,10 @@ def report(names: Sequence[str], trials: dict[str, list[Trial]]) -> str:
         [
             f"Median of {repeat} trial(s) of {WRITERS} writers during the 1 s (0.5 s with"
             " --quick) after `pg_terminate_backend` of every `app` backend on the new primary."
-            " A stale write is one the old primary acknowledged after its crash and the ledger"
-            " did not find on the new primary's timeline history; the share is of all writes"
-            " acknowledged after the terminate returned (the ratio is of shares: the counts"
-            " follow each pool's write rate).",
+            " A stale write is one the old primary acknowledged once back (after its restart)"
+            " and the ledger did not find on the new primary's timeline history; the share is"
+            " of all writes acknowledged after the terminate returned (the ratio is of shares:"
+            " the counts follow each pool's write rate).",
         ],
     )
     return first + "\n\n" + second
