@@ -77,6 +77,21 @@ three); a View in the SDK can change them. The running totals stay available as 
 counters (``pgfleet.pool.wait_time.sum`` and ``.count``, likewise ``use_time`` and
 ``create_time``) for averages without the histograms.
 
+Cluster pools (`pgfleet.ClusterPool`, `pgfleet.AsyncClusterPool`) are instrumented as one:
+each collection reads the cluster's `stats()` and its ``pools`` as they are then. Every host
+pool reports every instrument above with ``db.client.connection.pool.name`` (the host
+pool's name, ``cluster[host:port]``), ``pgfleet.cluster.name``, ``server.address`` and
+``server.port`` (never the password), its histograms included: each host pool records its
+own (one made after `instrument` starts at the next collection). The cluster's own
+instruments: ``pgfleet.cluster.failovers`` and ``pgfleet.cluster.fenced`` (counters) and
+``pgfleet.cluster.timeline`` (gauge, the newest timeline seen on a writable server), with
+``pgfleet.cluster.name``; and per host, with the host pool's attributes,
+``pgfleet.cluster.host.primary`` (gauge, 1/0), ``pgfleet.cluster.host.role`` (gauge, 1 for
+the current role, 0 for the others, attribute ``pgfleet.cluster.host.role``),
+``pgfleet.cluster.host.timeline`` (gauge, while known), ``pgfleet.cluster.host.lag`` (gauge,
+``s``, standbys), and the counters ``pgfleet.cluster.host.fenced``, ``.demotions``,
+``.reads`` and ``.writes``.
+
 Lifetime: pools are held by weak reference and vanish from the data once garbage collected;
 `remove` stops reporting one earlier. OpenTelemetry cannot unregister instruments, so they
 stay on the meter (reporting nothing once no pool is left).

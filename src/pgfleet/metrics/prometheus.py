@@ -43,6 +43,29 @@ name                                        type       labels besides ``pool``
 ``pgfleet_connect_seconds``                 histogram
 ==========================================  =========  ===============================
 
+A cluster pool (`pgfleet.ClusterPool`, `pgfleet.AsyncClusterPool`) is registered as one:
+each scrape reads its `stats()` once and its ``pools`` as they are then (a host pool the
+cluster adds or replaces is reported, nothing kept from registration). Each host pool gets
+every series above, its ``pool`` label being the host pool's name (``cluster[host:port]``),
+plus the *host labels* ``cluster``, ``server_address`` and ``server_port`` (from the host's
+conninfo, never the password). The cluster's own series:
+
+=======================================  =======  ====================================
+name                                     type     labels
+=======================================  =======  ====================================
+``pgfleet_cluster_failovers_total``      counter  ``cluster``
+``pgfleet_cluster_fenced_total``         counter  ``cluster``
+``pgfleet_cluster_timeline``             gauge    ``cluster``
+``pgfleet_cluster_host_primary``         gauge    ``cluster``, ``pool``, server labels
+``pgfleet_cluster_host_role``            gauge    the same, ``role`` (1 for the current)
+``pgfleet_cluster_host_timeline``        gauge    the same (absent while unknown)
+``pgfleet_cluster_host_lag_seconds``     gauge    the same (standbys only)
+``pgfleet_cluster_host_fenced_total``    counter  the same
+``pgfleet_cluster_host_demotions_total`` counter  the same
+``pgfleet_cluster_host_reads_total``     counter  the same
+``pgfleet_cluster_host_writes_total``    counter  the same
+=======================================  =======  ====================================
+
 ``pgfleet_pool_connections`` is one gauge with a ``state`` label (rather than one gauge per
 state) because the states partition the pool: ``sum without (state)`` is the pool's size.
 
