@@ -514,9 +514,17 @@ class PoolInstruments(ReportsOnPools):
 
     def _record_hosts(self, cluster: StatsSource) -> None:
         for pool in host_pools_of(cluster) or ():
-            if isinstance(pool, BasePool):
+            if isinstance(pool, BasePool) and not self._records(pool):
                 attributes = {**histogram_attributes(pool), CLUSTER_NAME: cluster.name}
                 _Recording.of(pool).start(self._histograms, attributes)
+
+    def _records(self, pool: BasePool[Any]) -> bool:
+        """Does `pool` record into these histograms already? (Read without the lock: the
+        sinks are replaced whole; a wrong "no" only costs taking the lock.)"""
+        observer = pool._observer
+        return isinstance(observer, _Recording) and any(
+            sink is self._histograms for sink, _ in observer._sinks
+        )
 
     def _observer(self, read: Read) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:

@@ -9,6 +9,7 @@ the two flavours' stats are twin classes, so each flavour is exported on its own
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from support.replication import PgNode, Replication, multi_host_conninfo
 pytestmark = pytest.mark.pg
 
 NAME = "orders"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 @pytest.fixture
@@ -163,6 +165,10 @@ async def test_cluster_series_per_host_through_failover_and_fencing(
             == 1
         )
         assert otel_value(points, "pgfleet.cluster.failovers", **{CLUSTER_NAME: NAME}) == 0
+        cluster_instruments = {name for name in points if name.startswith("pgfleet.cluster.")}
+        assert len(cluster_instruments) == 11
+        readme = README.read_text()
+        assert not [name for name in cluster_instruments if f"`{name}`" not in readme]
 
         # Crash and promote: the failover counter moves, and so do the roles.
         await AsyncFlavour.blocking(rs.crash, old)
