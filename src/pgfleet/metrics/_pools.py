@@ -15,15 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pgfleet._async import cluster as _async_cluster
 from pgfleet._core import PoolStats
-from pgfleet._sync import cluster as _sync_cluster
-
-#: The snapshot of a cluster pool, of either flavour (the threaded one is generated: its
-#: classes are twins, not the same).
-ClusterStats = _async_cluster.ClusterStats | _sync_cluster.ClusterStats
-HostStats = _async_cluster.HostStats | _sync_cluster.HostStats
-_CLUSTER_STATS = (_async_cluster.ClusterStats, _sync_cluster.ClusterStats)
+from pgfleet._core.cluster import ClusterStats, HostStats
 
 
 class StatsSource(Protocol):
@@ -137,7 +130,7 @@ class PoolSet:
         for source in self:
             host_pools = host_pools_of(source)  # before stats(): a host added in between
             stats = source.stats()  # is missed this time, not mislabelled
-            if isinstance(stats, _CLUSTER_STATS):
+            if isinstance(stats, ClusterStats):
                 cluster = _cluster_snapshot(stats, host_pools or ())
                 clusters.append(cluster)
             else:

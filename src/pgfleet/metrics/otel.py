@@ -109,12 +109,10 @@ from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Obs
 
 from pgfleet._base import BasePool
 from pgfleet._core import CLOSE_REASONS, PoolStats
-from pgfleet._core.cluster import Role
+from pgfleet._core.cluster import ClusterStats, HostStats, Role
 from pgfleet._core.stats import BUCKETS
 from pgfleet._version import __version__
 from pgfleet.metrics._pools import (
-    ClusterStats,
-    HostStats,
     PoolSet,
     PoolSnapshot,
     ReportsOnPools,

@@ -95,13 +95,11 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from pgfleet._core import CLOSE_REASONS, PoolStats
-from pgfleet._core.cluster import Role
+from pgfleet._core.cluster import ClusterStats, HostStats, Role
 from pgfleet._core.stats import HistogramSnapshot
 from pgfleet.metrics._pools import (
     ClusterSnapshot,
-    ClusterStats,
     HostSnapshot,
-    HostStats,
     PoolSet,
     PoolSnapshot,
     ReportsOnPools,

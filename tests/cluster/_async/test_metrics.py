@@ -2,8 +2,7 @@
 every host pool as its own series (with its server), the histograms per host, and the cluster's
 failovers, fencing and roles, through a crash, a promotion and a stale primary's return.
 
-The async file is the source, the threaded one is generated (``python tools/gen_sync.py``):
-the two flavours' stats are twin classes, so each flavour is exported on its own.
+The async file is the source, the threaded one is generated (``python tools/gen_sync.py``).
 """
 
 from __future__ import annotations
