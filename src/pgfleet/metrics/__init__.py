@@ -8,7 +8,9 @@
   of your choice).
 
 Both work for `pgfleet.Pool` and `pgfleet.AsyncPool` (anything with a ``name`` and a
-synchronous ``stats()`` returning `pgfleet.PoolStats`), hold the pools weakly, and report
-nothing for a pool once it has been garbage collected. Importing this package imports
+synchronous ``stats()`` returning `pgfleet.PoolStats`) and for `pgfleet.ClusterPool` and
+`pgfleet.AsyncClusterPool` (each host pool as its own series, with its server, plus the
+cluster's failovers, fencing and roles), hold the pools weakly, and report nothing for a
+pool once it has been garbage collected. Importing this package imports
 neither library.
 """

@@ -1,13 +1,22 @@
-"""The set of pools an exporter reports on: weakly held, in order, one per name."""
+"""The set of pools an exporter reports on: weakly held, in order, one per name.
+
+A registered cluster pool (`pgfleet.ClusterPool`, `pgfleet.AsyncClusterPool`: a ``stats()``
+returning `ClusterStats`) is read at each collection: its host pools as they are then (never
+a list taken at registration), each reported as a pool of its own with its server, plus the
+cluster's own numbers.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from pgfleet._core import PoolStats
+from pgfleet._core.cluster import ClusterStats, HostStats
 
 
 class StatsSource(Protocol):
@@ -16,7 +25,46 @@ class StatsSource(Protocol):
     @property
     def name(self) -> str: ...
 
-    def stats(self) -> PoolStats: ...
+    def stats(self) -> PoolStats | ClusterStats: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    """One pool's stats, read at one collection, and who it is."""
+
+    name: str
+    stats: PoolStats
+    #: ``(address, port)`` of the one server the pool connects to, when it names one (the
+    #: host pools of a cluster always do); never a password.
+    server: tuple[str, int | None] | None = None
+    #: The name of the cluster pool this is a host pool of (None: a pool on its own).
+    cluster: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostSnapshot:
+    """One host of a cluster at one collection: its host pool and its role and counters."""
+
+    pool: PoolSnapshot
+    host: HostStats
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """A cluster pool at one collection (one ``stats()`` call)."""
+
+    name: str
+    stats: ClusterStats
+    hosts: tuple[HostSnapshot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything an exporter reports at one collection."""
+
+    #: The pools on their own, then every host pool of every cluster.
+    pools: list[PoolSnapshot]
+    clusters: list[ClusterSnapshot]
 
 
 class PoolSet:
@@ -75,9 +123,60 @@ class PoolSet:
                 live.append(pool)
         return live
 
-    def snapshots(self) -> list[tuple[str, PoolStats]]:
-        """``(name, stats())`` of every live pool, read now."""
-        return [(pool.name, pool.stats()) for pool in self]
+    def snapshot(self) -> Snapshot:
+        """Every live pool's `stats()`, read now (a cluster's once, host pools included)."""
+        pools: list[PoolSnapshot] = []
+        clusters: list[ClusterSnapshot] = []
+        for source in self:
+            host_pools = host_pools_of(source)  # before stats(): a host added in between
+            stats = source.stats()  # is missed this time, not mislabelled
+            if isinstance(stats, ClusterStats):
+                cluster = _cluster_snapshot(stats, host_pools or ())
+                clusters.append(cluster)
+            else:
+                pools.append(PoolSnapshot(source.name, stats))
+        pools.extend(host.pool for cluster in clusters for host in cluster.hosts)
+        return Snapshot(pools, clusters)
+
+
+def host_pools_of(source: object) -> Sequence[Any] | None:
+    """A cluster pool's host pools as they are now (its ``pools``), else None."""
+    pools = getattr(source, "pools", None)
+    if isinstance(pools, Sequence) and not isinstance(pools, str):
+        return pools
+    return None
+
+
+def _cluster_snapshot(stats: ClusterStats, host_pools: Sequence[Any]) -> ClusterSnapshot:
+    """Pair each host of `stats` with its host pool (named ``cluster[host:port]``)."""
+    by_name = {getattr(pool, "name", None): pool for pool in host_pools}
+    hosts: list[HostSnapshot] = []
+    for host in stats.hosts:
+        name = f"{stats.name}[{host.label}]"
+        pool = by_name.get(name)
+        server = server_of(pool) if pool is not None else None
+        if server is None:
+            address, _, port = host.label.rpartition(":")
+            server = (address, int(port)) if address and port.isdigit() else None
+        hosts.append(HostSnapshot(PoolSnapshot(name, host.pool, server, stats.name), host))
+    return ClusterSnapshot(stats.name, stats, tuple(hosts))
+
+
+def server_of(pool: object) -> tuple[str, int | None] | None:
+    """``(address, port)`` of the one server `pool` connects to, from its manager's parsed
+    conninfo (libpq's ``PGHOST``/``PGPORT`` filling the gaps; the address passed through
+    the pool's redaction); None when the conninfo names several hosts or none (libpq's
+    default socket), or the manager has no conninfo."""
+    params = getattr(getattr(getattr(pool, "manager", None), "target", None), "params", None)
+    if not isinstance(params, Mapping):
+        return None
+    host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST")
+    port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
+    if not host or "," in host or "," in port:
+        return None  # libpq's default socket, or several hosts: any of them
+    redact = getattr(pool, "_redact", None)
+    address = redact(host) if callable(redact) else str(host)
+    return address, int(port) if port.isdigit() else None
 
 
 class ReportsOnPools:

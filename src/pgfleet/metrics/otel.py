@@ -77,6 +77,21 @@ three); a View in the SDK can change them. The running totals stay available as 
 counters (``pgfleet.pool.wait_time.sum`` and ``.count``, likewise ``use_time`` and
 ``create_time``) for averages without the histograms.
 
+Cluster pools (`pgfleet.ClusterPool`, `pgfleet.AsyncClusterPool`) are instrumented as one:
+each collection reads the cluster's `stats()` and its ``pools`` as they are then. Every host
+pool reports every instrument above with ``db.client.connection.pool.name`` (the host
+pool's name, ``cluster[host:port]``), ``pgfleet.cluster.name``, ``server.address`` and
+``server.port`` (never the password), its histograms included: each host pool records its
+own (one made after `instrument` starts at the next collection). The cluster's own
+instruments: ``pgfleet.cluster.failovers`` and ``pgfleet.cluster.fenced`` (counters) and
+``pgfleet.cluster.timeline`` (gauge, the newest timeline seen on a writable server), with
+``pgfleet.cluster.name``; and per host, with the host pool's attributes,
+``pgfleet.cluster.host.primary`` (gauge, 1/0), ``pgfleet.cluster.host.role`` (gauge, 1 for
+the current role, 0 for the others, attribute ``pgfleet.cluster.host.role``),
+``pgfleet.cluster.host.timeline`` (gauge, while known), ``pgfleet.cluster.host.lag`` (gauge,
+``s``, standbys), and the counters ``pgfleet.cluster.host.fenced``, ``.demotions``,
+``.reads`` and ``.writes``.
+
 Lifetime: pools are held by weak reference and vanish from the data once garbage collected;
 `remove` stops reporting one earlier. OpenTelemetry cannot unregister instruments, so they
 stay on the meter (reporting nothing once no pool is left).
@@ -84,20 +99,27 @@ stay on the meter (reporting nothing once no pool is left).
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
 
 from pgfleet._base import BasePool
 from pgfleet._core import CLOSE_REASONS, PoolStats
+from pgfleet._core.cluster import ClusterStats, HostStats, Role
 from pgfleet._core.stats import BUCKETS
 from pgfleet._version import __version__
-from pgfleet.metrics._pools import PoolSet, ReportsOnPools, StatsSource
+from pgfleet.metrics._pools import (
+    PoolSet,
+    PoolSnapshot,
+    ReportsOnPools,
+    StatsSource,
+    host_pools_of,
+    server_of,
+)
 
 __all__ = ["HISTOGRAM_BUCKETS", "POOL_NAME", "PoolInstruments", "instrument"]
 
@@ -110,6 +132,12 @@ CLOSE_REASON: Final = "pgfleet.connection.close_reason"
 #: The attributes of the histograms naming the server (when the pool connects to one host).
 SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
+#: The attribute naming the cluster pool on its series and on its host pools' series.
+CLUSTER_NAME: Final = "pgfleet.cluster.name"
+#: The attribute of ``pgfleet.cluster.host.role``.
+ROLE: Final = "pgfleet.cluster.host.role"
+#: The roles of a cluster's host, each a data point of ``pgfleet.cluster.host.role``.
+ROLES: tuple[Role, ...] = get_args(Role)
 
 #: The histograms' default bucket boundaries (seconds): the pool's own, as in `stats()` and
 #: the Prometheus collector. Fast-path checkouts take microseconds: a first bucket of 1 ms
@@ -268,6 +296,75 @@ _COUNTERS: tuple[tuple[str, str, str, Read], ...] = (
     ),
 )
 
+#: A cluster's own counters (attribute ``pgfleet.cluster.name``): name, unit, help, value.
+_CLUSTER_COUNTERS: tuple[tuple[str, str, str, Callable[[ClusterStats], float]], ...] = (
+    (
+        "pgfleet.cluster.failovers",
+        "{failover}",
+        "Times the primary moved to another host.",
+        lambda c: c.failovers,
+    ),
+    (
+        "pgfleet.cluster.fenced",
+        "{connection}",
+        "Connections refused because their server was writable on an older timeline.",
+        lambda c: c.fenced,
+    ),
+)
+
+HostRead = Callable[[HostStats], float | None]
+
+#: A cluster's per-host gauges (the host pool's attributes): name, unit, help, value (None:
+#: no data point).
+_HOST_GAUGES: tuple[tuple[str, str, str, HostRead], ...] = (
+    (
+        "pgfleet.cluster.host.primary",
+        "1",
+        "1 while the host is the cluster's primary, else 0.",
+        lambda h: 1 if h.role == "primary" else 0,
+    ),
+    (
+        "pgfleet.cluster.host.timeline",
+        "{timeline}",
+        "The timeline of the host while writable (no data point while unknown).",
+        lambda h: h.timeline,
+    ),
+    (
+        "pgfleet.cluster.host.lag",
+        "s",
+        "Seconds of the primary's history a standby has not replayed (standbys only).",
+        lambda h: h.lag,
+    ),
+)
+
+#: A cluster's per-host counters: name, unit, help, value.
+_HOST_COUNTERS: tuple[tuple[str, str, str, HostRead], ...] = (
+    (
+        "pgfleet.cluster.host.fenced",
+        "{connection}",
+        "Connections to the host refused because it was writable on an older timeline.",
+        lambda h: h.fenced,
+    ),
+    (
+        "pgfleet.cluster.host.demotions",
+        "{demotion}",
+        "Times a connection showed the host was no longer primary (read-only, shut down).",
+        lambda h: h.demoted,
+    ),
+    (
+        "pgfleet.cluster.host.reads",
+        "{checkout}",
+        "Read-only checkouts the host served.",
+        lambda h: h.reads,
+    ),
+    (
+        "pgfleet.cluster.host.writes",
+        "{checkout}",
+        "Read-write checkouts the host served.",
+        lambda h: h.writes,
+    ),
+)
+
 _lock = threading.Lock()
 #: The instruments registered on each meter provider (OpenTelemetry keeps the first set of
 #: callbacks of an instrument name, so a second set would silently report nothing).
@@ -306,6 +403,8 @@ class PoolInstruments(ReportsOnPools):
 
     def __init__(self, *, _provider: MeterProvider) -> None:
         self._pools = PoolSet()
+        #: The cluster pools whose host pools record the histograms (weakly held).
+        self._clusters: weakref.WeakSet[StatsSource] = weakref.WeakSet()
         self.meter = metrics.get_meter(METER_NAME, __version__, meter_provider=_provider)
         wait, use, create = (
             self.meter.create_histogram(
@@ -344,6 +443,40 @@ class PoolInstruments(ReportsOnPools):
             unit="{connection}",
             description=f"Connections closed by the pool, by reason: {', '.join(CLOSE_REASONS)}.",
         )
+        for name, unit, description, read_cluster in _CLUSTER_COUNTERS:
+            self.meter.create_observable_counter(
+                name,
+                callbacks=[self._cluster_observer(read_cluster)],
+                unit=unit,
+                description=description,
+            )
+        self.meter.create_observable_gauge(
+            "pgfleet.cluster.timeline",
+            callbacks=[self._cluster_observer(lambda c: c.newest_timeline)],
+            unit="{timeline}",
+            description="The newest timeline seen on a writable server.",
+        )
+        self.meter.create_observable_gauge(
+            "pgfleet.cluster.host.role",
+            callbacks=[self._observe_roles],
+            unit="1",
+            description="1 for the host's current role, 0 for the others "
+            f"({ROLE}: {', '.join(ROLES)}).",
+        )
+        for name, unit, description, read_host in _HOST_GAUGES:
+            self.meter.create_observable_gauge(
+                name,
+                callbacks=[self._host_observer(read_host)],
+                unit=unit,
+                description=description,
+            )
+        for name, unit, description, read_host in _HOST_COUNTERS:
+            self.meter.create_observable_counter(
+                name,
+                callbacks=[self._host_observer(read_host)],
+                unit=unit,
+                description=description,
+            )
 
     def add(self, pool: StatsSource, *, histograms: bool = True) -> None:
         """Report on `pool` too (adding one already registered does nothing).
@@ -355,6 +488,9 @@ class PoolInstruments(ReportsOnPools):
         self._pools.add(pool)
         if histograms and isinstance(pool, BasePool):
             _Recording.of(pool).start(self._histograms, histogram_attributes(pool))
+        elif histograms and host_pools_of(pool) is not None:
+            self._clusters.add(pool)
+            self._record_hosts(pool)
 
     def remove(self, pool: StatsSource) -> None:
         """Stop reporting on `pool`, histograms included (nothing happens if it was not
@@ -362,29 +498,92 @@ class PoolInstruments(ReportsOnPools):
         self._pools.remove(pool)
         if isinstance(pool, BasePool):
             _Recording.stop(pool, self._histograms)
+        elif pool in self._clusters:
+            self._clusters.discard(pool)
+            for host_pool in host_pools_of(pool) or ():
+                if isinstance(host_pool, BasePool):
+                    _Recording.stop(host_pool, self._histograms)
+
+    def _follow_clusters(self) -> None:
+        """Start the histograms of host pools a cluster made since the last collection
+        (a cluster's ``pools`` is read now, never kept)."""
+        for cluster in list(self._clusters):
+            self._record_hosts(cluster)
+
+    def _record_hosts(self, cluster: StatsSource) -> None:
+        for pool in host_pools_of(cluster) or ():
+            if isinstance(pool, BasePool) and not self._records(pool):
+                attributes = {**histogram_attributes(pool), CLUSTER_NAME: cluster.name}
+                _Recording.of(pool).start(self._histograms, attributes)
+
+    def _records(self, pool: BasePool[Any]) -> bool:
+        """Does `pool` record into these histograms already? (Read without the lock: the
+        sinks are replaced whole; a wrong "no" only costs taking the lock.)"""
+        observer = pool._observer
+        return isinstance(observer, _Recording) and any(
+            sink is self._histograms for sink, _ in observer._sinks
+        )
 
     def _observer(self, read: Read) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             return [
-                Observation(read(stats), {POOL_NAME: name})
-                for name, stats in self._pools.snapshots()
+                Observation(read(pool.stats), pool_attributes(pool))
+                for pool in self._pools.snapshot().pools
             ]
 
         return observe
 
     def _observe_connections(self, options: CallbackOptions) -> Iterable[Observation]:
+        self._follow_clusters()  # one callback per collection does it
         observations: list[Observation] = []
-        for name, stats in self._pools.snapshots():
-            observations.append(Observation(stats.idle, {POOL_NAME: name, STATE: "idle"}))
+        for pool in self._pools.snapshot().pools:
+            stats = pool.stats
+            attributes = pool_attributes(pool)
+            observations.append(Observation(stats.idle, {**attributes, STATE: "idle"}))
             used = stats.in_use + stats.checking
-            observations.append(Observation(used, {POOL_NAME: name, STATE: "used"}))
+            observations.append(Observation(used, {**attributes, STATE: "used"}))
         return observations
 
     def _observe_closed(self, options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(count, {POOL_NAME: name, CLOSE_REASON: reason})
-            for name, stats in self._pools.snapshots()
-            for reason, count in sorted(stats.connections_closed.items())
+            Observation(count, {**pool_attributes(pool), CLOSE_REASON: reason})
+            for pool in self._pools.snapshot().pools
+            for reason, count in sorted(pool.stats.connections_closed.items())
+        ]
+
+    def _cluster_observer(
+        self, read: Callable[[ClusterStats], float]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [
+                Observation(read(cluster.stats), {CLUSTER_NAME: cluster.name})
+                for cluster in self._pools.snapshot().clusters
+            ]
+
+        return observe
+
+    def _host_observer(
+        self, read: Callable[[HostStats], float | None]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            observations: list[Observation] = []
+            for cluster in self._pools.snapshot().clusters:
+                for host in cluster.hosts:
+                    value = read(host.host)
+                    if value is not None:
+                        observations.append(Observation(value, pool_attributes(host.pool)))
+            return observations
+
+        return observe
+
+    def _observe_roles(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(
+                1 if host.host.role == role else 0, {**pool_attributes(host.pool), ROLE: role}
+            )
+            for cluster in self._pools.snapshot().clusters
+            for host in cluster.hosts
+            for role in ROLES
         ]
 
 
@@ -452,18 +651,24 @@ def histogram_attributes(pool: BasePool[Any]) -> dict[str, str | int]:
     """The histograms' attributes for `pool`: its name, and the server when the pool's
     manager connects to one host (from its parsed conninfo, libpq's ``PGHOST``/``PGPORT``
     filling the gaps; the host passed through the pool's redaction)."""
-    attributes: dict[str, str | int] = {POOL_NAME: pool.name}
-    params = getattr(getattr(pool.manager, "target", None), "params", None)
-    if not isinstance(params, Mapping):
-        return attributes  # a manager of something else: the pool name only
-    host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST")
-    port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    if not host or "," in host or "," in port:
-        # libpq's default socket, or several hosts: a connection may be on any of them.
-        return attributes
-    attributes[SERVER_ADDRESS] = pool._redact(host)
-    try:
-        attributes[SERVER_PORT] = int(port)
-    except ValueError:
-        pass
+    return _attributes(pool.name, server_of(pool), None)
+
+
+def pool_attributes(pool: PoolSnapshot) -> dict[str, str | int]:
+    """The attributes of a pool's data points: its name; for a cluster's host pool, the
+    cluster's name and the server too."""
+    return _attributes(pool.name, pool.server, pool.cluster)
+
+
+def _attributes(
+    name: str, server: tuple[str, int | None] | None, cluster: str | None
+) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {POOL_NAME: name}
+    if cluster is not None:
+        attributes[CLUSTER_NAME] = cluster
+    if server is not None:
+        address, port = server
+        attributes[SERVER_ADDRESS] = address
+        if port is not None:
+            attributes[SERVER_PORT] = port
     return attributes

@@ -43,6 +43,29 @@ name                                        type       labels besides ``pool``
 ``pgfleet_connect_seconds``                 histogram
 ==========================================  =========  ===============================
 
+A cluster pool (`pgfleet.ClusterPool`, `pgfleet.AsyncClusterPool`) is registered as one:
+each scrape reads its `stats()` once and its ``pools`` as they are then (a host pool the
+cluster adds or replaces is reported, nothing kept from registration). Each host pool gets
+every series above, its ``pool`` label being the host pool's name (``cluster[host:port]``),
+plus the *host labels* ``cluster``, ``server_address`` and ``server_port`` (from the host's
+conninfo, never the password). The cluster's own series:
+
+=======================================  =======  ====================================
+name                                     type     labels
+=======================================  =======  ====================================
+``pgfleet_cluster_failovers_total``      counter  ``cluster``
+``pgfleet_cluster_fenced_total``         counter  ``cluster``
+``pgfleet_cluster_timeline``             gauge    ``cluster``
+``pgfleet_cluster_host_primary``         gauge    ``cluster``, ``pool``, server labels
+``pgfleet_cluster_host_role``            gauge    the same, ``role`` (1 for the current)
+``pgfleet_cluster_host_timeline``        gauge    the same (absent while unknown)
+``pgfleet_cluster_host_lag_seconds``     gauge    the same (standbys only)
+``pgfleet_cluster_host_fenced_total``    counter  the same
+``pgfleet_cluster_host_demotions_total`` counter  the same
+``pgfleet_cluster_host_reads_total``     counter  the same
+``pgfleet_cluster_host_writes_total``    counter  the same
+=======================================  =======  ====================================
+
 ``pgfleet_pool_connections`` is one gauge with a ``state`` label (rather than one gauge per
 state) because the states partition the pool: ``sum without (state)`` is the pool's size.
 
@@ -60,6 +83,8 @@ event loop (``generate_latest()`` in a handler) for a strictly consistent snapsh
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import get_args
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -70,8 +95,17 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from pgfleet._core import CLOSE_REASONS, PoolStats
+from pgfleet._core.cluster import ClusterStats, HostStats, Role
 from pgfleet._core.stats import HistogramSnapshot
-from pgfleet.metrics._pools import PoolSet, ReportsOnPools, StatsSource
+from pgfleet.metrics._pools import (
+    ClusterSnapshot,
+    HostSnapshot,
+    PoolSet,
+    PoolSnapshot,
+    ReportsOnPools,
+    Snapshot,
+    StatsSource,
+)
 
 __all__ = ["PoolCollector"]
 
@@ -183,6 +217,83 @@ _HISTOGRAMS: tuple[tuple[str, str, Callable[[PoolStats], HistogramSnapshot]], ..
     ),
 )
 
+#: The roles a cluster's host can have, in the order of ``pgfleet_cluster_host_role``.
+ROLES: tuple[Role, ...] = get_args(Role)
+
+Family = type[GaugeMetricFamily] | type[CounterMetricFamily]
+
+#: A cluster's own series, with the ``cluster`` label only: name, kind, help, value.
+_CLUSTER_SERIES: tuple[tuple[str, Family, str, Callable[[ClusterStats], float]], ...] = (
+    (
+        "pgfleet_cluster_failovers",
+        CounterMetricFamily,
+        "Times the primary moved to another host.",
+        lambda c: c.failovers,
+    ),
+    (
+        "pgfleet_cluster_fenced",
+        CounterMetricFamily,
+        "Connections refused because their server was writable on an older timeline.",
+        lambda c: c.fenced,
+    ),
+    (
+        "pgfleet_cluster_timeline",
+        GaugeMetricFamily,
+        "The newest timeline seen on a writable server.",
+        lambda c: c.newest_timeline,
+    ),
+)
+
+#: The labels of a cluster's per-host series (its host pool's series have them too).
+_HOST_LABELS = ["cluster", "pool", "server_address", "server_port"]
+_HOST_ROLE = "pgfleet_cluster_host_role"
+
+#: A cluster's per-host series: name, kind, help, value (None: no sample).
+_HOST_SERIES: tuple[tuple[str, Family, str, Callable[[HostStats], float | None]], ...] = (
+    (
+        "pgfleet_cluster_host_primary",
+        GaugeMetricFamily,
+        "1 while the host is the cluster's primary, else 0.",
+        lambda h: 1 if h.role == "primary" else 0,
+    ),
+    (
+        "pgfleet_cluster_host_timeline",
+        GaugeMetricFamily,
+        "The timeline of the host while writable (absent while unknown).",
+        lambda h: h.timeline,
+    ),
+    (
+        "pgfleet_cluster_host_lag_seconds",
+        GaugeMetricFamily,
+        "Seconds of the primary's history a standby has not replayed (standbys only).",
+        lambda h: h.lag,
+    ),
+    (
+        "pgfleet_cluster_host_fenced",
+        CounterMetricFamily,
+        "Connections to the host refused because it was writable on an older timeline.",
+        lambda h: h.fenced,
+    ),
+    (
+        "pgfleet_cluster_host_demotions",
+        CounterMetricFamily,
+        "Times a connection showed the host was no longer primary (read-only, shut down).",
+        lambda h: h.demoted,
+    ),
+    (
+        "pgfleet_cluster_host_reads",
+        CounterMetricFamily,
+        "Read-only checkouts the host served.",
+        lambda h: h.reads,
+    ),
+    (
+        "pgfleet_cluster_host_writes",
+        CounterMetricFamily,
+        "Read-write checkouts the host served.",
+        lambda h: h.writes,
+    ),
+)
+
 _CLOSED = "pgfleet_connections_closed"
 _CONNECTIONS = "pgfleet_pool_connections"
 
@@ -202,34 +313,39 @@ class PoolCollector(ReportsOnPools, Collector):
     def describe(self) -> Iterable[Metric]:
         """The metric families without samples, so that a registry can check the names
         for clashes even while no pool is registered."""
-        return self._families([])
+        return self._families(None)
 
     def collect(self) -> Iterable[Metric]:
         """The metric families with one snapshot of every registered pool."""
-        return self._families(self._pools.snapshots())
+        return self._families(self._pools.snapshot())
 
-    def _families(self, snapshots: list[tuple[str, PoolStats]]) -> Iterator[Metric]:
+    def _families(self, snapshot: Snapshot | None) -> Iterator[Metric]:
+        pools = snapshot.pools if snapshot is not None else []
+        clusters = snapshot.clusters if snapshot is not None else []
         connections = GaugeMetricFamily(
             _CONNECTIONS,
             "Connections by state: idle, in_use (lent), checking (being pinged or reset), "
             "connecting (attempts in progress). Their sum is the pool's size.",
             labels=["pool", "state"],
         )
-        for name, stats in snapshots:
-            for state, read in _STATES:
-                connections.add_metric([name, state], read(stats))
+        for pool in pools:
+            with _host_labels(connections, pool):
+                for state, read in _STATES:
+                    connections.add_metric([pool.name, state], read(pool.stats))
         yield connections
 
         for metric, documentation, value in _GAUGES:
             gauge = GaugeMetricFamily(metric, documentation, labels=["pool"])
-            for name, stats in snapshots:
-                gauge.add_metric([name], value(stats))
+            for pool in pools:
+                with _host_labels(gauge, pool):
+                    gauge.add_metric([pool.name], value(pool.stats))
             yield gauge
 
         for metric, documentation, value in _COUNTERS:
             counter = CounterMetricFamily(metric, documentation, labels=["pool"])
-            for name, stats in snapshots:
-                counter.add_metric([name], value(stats))
+            for pool in pools:
+                with _host_labels(counter, pool):
+                    counter.add_metric([pool.name], value(pool.stats))
             yield counter
 
         closed = CounterMetricFamily(
@@ -237,19 +353,82 @@ class PoolCollector(ReportsOnPools, Collector):
             f"Connections closed by the pool, by reason: {', '.join(CLOSE_REASONS)}.",
             labels=["pool", "reason"],
         )
-        for name, stats in snapshots:
-            for reason, count in sorted(stats.connections_closed.items()):
-                closed.add_metric([name, reason], count)
+        for pool in pools:
+            with _host_labels(closed, pool):
+                for reason, count in sorted(pool.stats.connections_closed.items()):
+                    closed.add_metric([pool.name, reason], count)
         yield closed
 
         for metric, documentation, histogram_of in _HISTOGRAMS:
             histogram = HistogramMetricFamily(
                 metric, documentation, labels=["pool"], unit="seconds"
             )
-            for name, stats in snapshots:
-                snapshot = histogram_of(stats)
-                histogram.add_metric([name], cumulative_buckets(snapshot), snapshot.total)
+            for pool in pools:
+                histogram_snapshot = histogram_of(pool.stats)
+                with _host_labels(histogram, pool):
+                    histogram.add_metric(
+                        [pool.name],
+                        cumulative_buckets(histogram_snapshot),
+                        histogram_snapshot.total,
+                    )
             yield histogram
+
+        yield from _cluster_families(clusters)
+
+
+def _cluster_families(clusters: list[ClusterSnapshot]) -> Iterator[Metric]:
+    """The clusters' own series: per cluster, then per host (with the host pool's labels)."""
+    for metric, family, documentation, cluster_value in _CLUSTER_SERIES:
+        series = family(metric, documentation, labels=["cluster"])
+        for cluster in clusters:
+            series.add_metric([cluster.name], cluster_value(cluster.stats))
+        yield series
+
+    role = GaugeMetricFamily(
+        _HOST_ROLE,
+        "1 for the host's current role, 0 for the others: "
+        f"{', '.join(ROLES)} (unknown: not asked since something went wrong).",
+        labels=[*_HOST_LABELS, "role"],
+    )
+    for cluster in clusters:
+        for host in cluster.hosts:
+            for name in ROLES:
+                role.add_metric([*_host_values(host), name], 1 if host.host.role == name else 0)
+    yield role
+
+    for metric, family, documentation, host_value in _HOST_SERIES:
+        series = family(metric, documentation, labels=_HOST_LABELS)
+        for cluster in clusters:
+            for host in cluster.hosts:
+                value = host_value(host.host)
+                if value is not None:
+                    series.add_metric(_host_values(host), value)
+        yield series
+
+
+def _host_values(host: HostSnapshot) -> list[str]:
+    """The values of `_HOST_LABELS` for one host."""
+    address, port = host.pool.server or ("", None)
+    return [host.pool.cluster or "", host.pool.name, address, "" if port is None else str(port)]
+
+
+@contextmanager
+def _host_labels(family: Metric, pool: PoolSnapshot) -> Iterator[None]:
+    """Give the samples added in the block a cluster's host labels, when `pool` is the
+    host pool of a cluster (a pool on its own keeps the ``pool`` label alone)."""
+    start = len(family.samples)
+    yield
+    if pool.cluster is None:
+        return
+    address, port = pool.server or ("", None)
+    extra = {
+        "cluster": pool.cluster,
+        "server_address": address,
+        "server_port": "" if port is None else str(port),
+    }
+    family.samples[start:] = [
+        sample._replace(labels={**sample.labels, **extra}) for sample in family.samples[start:]
+    ]
 
 
 def cumulative_buckets(snapshot: HistogramSnapshot) -> list[tuple[str, float]]:
