@@ -444,7 +444,11 @@ class AsyncClusterPool:
         await self.pools[host].drain()
         self._discover()
 
-    async def _lend_write(self, deadline: float, timeout: float) -> tuple[int, Conn]:
+    async def _lend_write(
+        self, deadline: float, timeout: float, *, for_read: bool = False
+    ) -> tuple[int, Conn]:
+        """A connection to the primary, fenced; counted as a read when `for_read` (a
+        read that fell back to the primary)."""
         while True:
             if self._closed:
                 raise PoolClosed(f"cluster pool {self.name!r} is closed")
@@ -469,10 +473,10 @@ class AsyncClusterPool:
                     self._publish()
                 self._discover()
                 continue
-            if await self._fit_for_writes(host, conn):
+            if await self._fit_for_writes(host, conn, for_read):
                 return host, conn
 
-    async def _fit_for_writes(self, host: int, conn: Conn) -> bool:
+    async def _fit_for_writes(self, host: int, conn: Conn, for_read: bool = False) -> bool:
         """Fencing and role check of a connection about to be lent for writes; an unfit
         one is closed (and its host's standing updated)."""
         facts = self._facts.get(conn)
@@ -494,7 +498,11 @@ class AsyncClusterPool:
             elected_at: float | None = None
             news = False
             if verdict == "ok":
-                self._state.hosts[host].writes += 1
+                # Counted once, in this locked step, so a scrape never sees it move back.
+                if for_read:
+                    self._state.hosts[host].reads += 1
+                else:
+                    self._state.hosts[host].writes += 1
                 elected_at, self._elected_at = self._elected_at, None
             else:
                 news = verdict == "stale" and self._state.is_news_of_staleness(host)
@@ -543,11 +551,7 @@ class AsyncClusterPool:
                     self._state.hosts[host].reads += 1
                 return host, conn
             await pool.putconn(conn)
-        host, conn = await self._lend_write(deadline, timeout)
-        with self._lock:
-            self._state.hosts[host].writes -= 1
-            self._state.hosts[host].reads += 1
-        return host, conn
+        return await self._lend_write(deadline, timeout, for_read=True)
 
     async def _replayed(self, host: int, conn: Conn, lsn: int, deadline: float) -> bool:
         """Wait (up to `read_your_writes_wait`) for a standby to replay past `lsn`."""
