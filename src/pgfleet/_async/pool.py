@@ -362,11 +362,15 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
 
     async def __aenter__(self) -> Self:
         try:
-            await self.open(wait=True, timeout=self.timeout)
+            await self._open_for_with()
         except BaseException:
             await self.close(timeout=0)  # nobody will call __aexit__
             raise
         return self
+
+    async def _open_for_with(self) -> None:
+        """What ``async with pool`` does first: open, and wait for ``min_size``."""
+        await self.open(wait=True, timeout=self.timeout)
 
     async def __aexit__(
         self,
@@ -393,8 +397,10 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         entry = await self._checkout(timeout)
         conn = entry.conn
         self._borrowed[id(conn)] = entry
-        if self.close_returns:
-            conn._pool = self  # type: ignore[attr-defined]  # psycopg: close() returns it
+        # As psycopg_pool does for every lent connection: psycopg's ``with conn:`` then
+        # leaves it open, its close() returns it with close_returns on, and the
+        # pre-3.3 recipe (a close() override that calls ``self._pool.putconn``) works.
+        conn._pool = self  # type: ignore[attr-defined]
         return conn
 
     async def putconn(self, conn: ConnT) -> None:
@@ -410,8 +416,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
                 return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
-        if self.close_returns:
-            conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
+        conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         await self._checkin(entry)
 
     async def _checkout(

@@ -354,11 +354,15 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
 
     def __enter__(self) -> Self:
         try:
-            self.open(wait=True, timeout=self.timeout)
+            self._open_for_with()
         except BaseException:
             self.close(timeout=0)  # nobody will call __exit__
             raise
         return self
+
+    def _open_for_with(self) -> None:
+        """What ``with pool`` does first: open, and wait for ``min_size``."""
+        self.open(wait=True, timeout=self.timeout)
 
     def __exit__(
         self,
@@ -385,8 +389,10 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         entry = self._checkout(timeout)
         conn = entry.conn
         self._borrowed[id(conn)] = entry
-        if self.close_returns:
-            conn._pool = self  # type: ignore[attr-defined]  # psycopg: close() returns it
+        # As psycopg_pool does for every lent connection: psycopg's ``with conn:`` then
+        # leaves it open, its close() returns it with close_returns on, and the
+        # pre-3.3 recipe (a close() override that calls ``self._pool.putconn``) works.
+        conn._pool = self  # type: ignore[attr-defined]
         return conn
 
     def putconn(self, conn: ConnT) -> None:
@@ -402,8 +408,7 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
                 return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
-        if self.close_returns:
-            conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
+        conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         self._checkin(entry)
 
     def _checkout(self, timeout: float | None, broken: Entry[ConnT] | None = None) -> Entry[ConnT]:
