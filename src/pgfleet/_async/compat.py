@@ -263,19 +263,12 @@ class AsyncNullConnectionPool(AsyncConnectionPool[ConnT], Generic[ConnT]):
         size = super().max_size
         return 0 if size == UNBOUNDED else size
 
-    def get_stats(self) -> dict[str, Any]:
-        """The stats under psycopg_pool's key names (``pool_max`` 0: no limit)."""
-        return self._unlimited(super().get_stats())
-
-    def pop_stats(self) -> dict[str, Any]:
-        """Like `get_stats`, then reset its counters."""
-        return self._unlimited(super().pop_stats())
-
     @staticmethod
-    def _unlimited(stats: dict[str, Any]) -> dict[str, Any]:
-        if stats.get("pool_max") == UNBOUNDED:
+    def _since(stats: dict[str, Any], popped: dict[str, int]) -> dict[str, Any]:
+        # `get_stats` and `pop_stats` under psycopg_pool's names: ``pool_max`` 0, no limit.
+        if stats["pool_max"] == UNBOUNDED:
             stats["pool_max"] = 0
-        return stats
+        return AsyncConnectionPool._since(stats, popped)
 
     async def _wait_ready(self, timeout: float) -> None:
         # A null pool's `wait` checks that a connection can be made (it is closed at
