@@ -415,6 +415,11 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                 # close() already closed what was still lent after its timeout; a late
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
                 return
+            if self.close_returns and getattr(conn, "_pool", None) is self:
+                # Lent by connection() and closed in its block (psycopg's close() calls
+                # putconn): closed for real; the block's end replaces it quietly.
+                await self.manager.close(conn)
+                return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
         conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         await self._checkin(entry)
@@ -844,7 +849,9 @@ class AsyncConnectionGuard(Generic[ConnT]):
         elif pool._check_callback is not None:
             entry = await pool._checked_or_another(entry, self._timeout)
         self._entry = entry
-        return entry.conn
+        conn = entry.conn
+        conn._pool = pool  # type: ignore[attr-defined]  # as getconn does: see there
+        return conn
 
     async def __aexit__(
         self,
@@ -855,6 +862,7 @@ class AsyncConnectionGuard(Generic[ConnT]):
         entry, self._entry = self._entry, None
         if entry is None:
             return
+        entry.conn._pool = None  # type: ignore[attr-defined]
         pool = self._pool
         if exc_type is not None:
             await pool._checkin(entry)  # the reset rolls back, under a deadline

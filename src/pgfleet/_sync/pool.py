@@ -407,6 +407,11 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
                 # close() already closed what was still lent after its timeout; a late
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
                 return
+            if self.close_returns and getattr(conn, "_pool", None) is self:
+                # Lent by connection() and closed in its block (psycopg's close() calls
+                # putconn): closed for real; the block's end replaces it quietly.
+                self.manager.close(conn)
+                return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
         conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         self._checkin(entry)
@@ -834,7 +839,9 @@ class ConnectionGuard(Generic[ConnT]):
         elif pool._check_callback is not None:
             entry = pool._checked_or_another(entry, self._timeout)
         self._entry = entry
-        return entry.conn
+        conn = entry.conn
+        conn._pool = pool  # type: ignore[attr-defined]  # as getconn does: see there
+        return conn
 
     def __exit__(
         self,
@@ -845,6 +852,7 @@ class ConnectionGuard(Generic[ConnT]):
         entry, self._entry = self._entry, None
         if entry is None:
             return
+        entry.conn._pool = None  # type: ignore[attr-defined]
         pool = self._pool
         if exc_type is not None:
             pool._checkin(entry)  # the reset rolls back, under a deadline
