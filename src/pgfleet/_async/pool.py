@@ -238,6 +238,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         #: Run on every checkout (psycopg_pool's ``check``); the manager's own ping
         #: still checks connections that sat idle.
         self._check_callback: Callable[[Any], Awaitable[None]] | None = check
+        #: True: lent connections carry ``conn._pool`` (psycopg's, as psycopg_pool sets it;
+        #: a custom manager's connections may take no attribute).
+        self._marks_lent = isinstance(self.manager, AsyncPostgresManager)
         self._set_compat_attributes(
             conninfo,
             kwargs,
@@ -397,10 +400,11 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         entry = await self._checkout(timeout)
         conn = entry.conn
         self._borrowed[id(conn)] = entry
-        # As psycopg_pool does for every lent connection: psycopg's ``with conn:`` then
-        # leaves it open, its close() returns it with close_returns on, and the
-        # pre-3.3 recipe (a close() override that calls ``self._pool.putconn``) works.
-        conn._pool = self  # type: ignore[attr-defined]
+        if self._marks_lent or self.close_returns:
+            # As psycopg_pool does for every lent connection: psycopg's ``with conn:``
+            # then leaves it open, its close() returns it with close_returns on, and the
+            # pre-3.3 recipe (a close() override that calls ``self._pool.putconn``) works.
+            conn._pool = self  # type: ignore[attr-defined]
         return conn
 
     async def putconn(self, conn: ConnT) -> None:
@@ -421,7 +425,8 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                 await self.manager.close(conn)
                 return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
-        conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
+        if self._marks_lent or self.close_returns:
+            conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         await self._checkin(entry)
 
     async def _checkout(
@@ -850,7 +855,8 @@ class AsyncConnectionGuard(Generic[ConnT]):
             entry = await pool._checked_or_another(entry, self._timeout)
         self._entry = entry
         conn = entry.conn
-        conn._pool = pool  # type: ignore[attr-defined]  # as getconn does: see there
+        if pool._marks_lent:
+            conn._pool = pool  # type: ignore[attr-defined]  # as getconn does: see there
         return conn
 
     async def __aexit__(
@@ -862,8 +868,9 @@ class AsyncConnectionGuard(Generic[ConnT]):
         entry, self._entry = self._entry, None
         if entry is None:
             return
-        entry.conn._pool = None  # type: ignore[attr-defined]
         pool = self._pool
+        if pool._marks_lent:
+            entry.conn._pool = None  # type: ignore[attr-defined]
         if exc_type is not None:
             await pool._checkin(entry)  # the reset rolls back, under a deadline
         elif pool._is_clean(entry.conn):  # nothing to commit or undo

@@ -231,6 +231,9 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         #: Run on every checkout (psycopg_pool's ``check``); the manager's own ping
         #: still checks connections that sat idle.
         self._check_callback: Callable[[Any], None] | None = check
+        #: True: lent connections carry ``conn._pool`` (psycopg's, as psycopg_pool sets it;
+        #: a custom manager's connections may take no attribute).
+        self._marks_lent = isinstance(self.manager, PostgresManager)
         self._set_compat_attributes(
             conninfo,
             kwargs,
@@ -389,10 +392,11 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         entry = self._checkout(timeout)
         conn = entry.conn
         self._borrowed[id(conn)] = entry
-        # As psycopg_pool does for every lent connection: psycopg's ``with conn:`` then
-        # leaves it open, its close() returns it with close_returns on, and the
-        # pre-3.3 recipe (a close() override that calls ``self._pool.putconn``) works.
-        conn._pool = self  # type: ignore[attr-defined]
+        if self._marks_lent or self.close_returns:
+            # As psycopg_pool does for every lent connection: psycopg's ``with conn:``
+            # then leaves it open, its close() returns it with close_returns on, and the
+            # pre-3.3 recipe (a close() override that calls ``self._pool.putconn``) works.
+            conn._pool = self  # type: ignore[attr-defined]
         return conn
 
     def putconn(self, conn: ConnT) -> None:
@@ -413,7 +417,8 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
                 self.manager.close(conn)
                 return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
-        conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
+        if self._marks_lent or self.close_returns:
+            conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         self._checkin(entry)
 
     def _checkout(self, timeout: float | None, broken: Entry[ConnT] | None = None) -> Entry[ConnT]:
@@ -840,7 +845,8 @@ class ConnectionGuard(Generic[ConnT]):
             entry = pool._checked_or_another(entry, self._timeout)
         self._entry = entry
         conn = entry.conn
-        conn._pool = pool  # type: ignore[attr-defined]  # as getconn does: see there
+        if pool._marks_lent:
+            conn._pool = pool  # type: ignore[attr-defined]  # as getconn does: see there
         return conn
 
     def __exit__(
@@ -852,8 +858,9 @@ class ConnectionGuard(Generic[ConnT]):
         entry, self._entry = self._entry, None
         if entry is None:
             return
-        entry.conn._pool = None  # type: ignore[attr-defined]
         pool = self._pool
+        if pool._marks_lent:
+            entry.conn._pool = None  # type: ignore[attr-defined]
         if exc_type is not None:
             pool._checkin(entry)  # the reset rolls back, under a deadline
         elif pool._is_clean(entry.conn):  # nothing to commit or undo
