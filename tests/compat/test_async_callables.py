@@ -57,6 +57,22 @@ async def test_async_kwargs_callable(impl: Impl, kind: str, pg_dsn: str) -> None
     assert calls == [f"{app}-1"]
 
 
+@ASYNC
+async def test_async_kwargs_callable_returning_connect_timeout(
+    impl: Impl, kind: str, pg_dsn: str
+) -> None:
+    # libpq's connect_timeout, as psycopg_pool passes it to connect(); pgfleet bounds
+    # each attempt itself and must not refuse the connection settings.
+    app = unique_app()
+
+    async def kwargs() -> dict[str, Any]:
+        return {"connect_timeout": 5, "application_name": app}
+
+    async with make(impl, kind, pg_dsn, kwargs=kwargs, max_size=1, timeout=PROMPT * 2) as pool:
+        assert pool.kwargs is kwargs
+        assert await application_name(pool) == app
+
+
 async def test_async_reconnect_failed_callback(impl: Impl, dead_dsn: str) -> None:
     failed: list[Any] = []
 

@@ -36,6 +36,7 @@ from pgfleet._core import (
     Waiter,
     Wakeup,
 )
+from pgfleet._core.state import UNBOUNDED
 
 from .fakes import FakeConn
 
@@ -65,16 +66,16 @@ class TrackedWaiter(Waiter):
 
 
 def limit(max_size: int) -> float:
-    """The size bound of `max_size` (0: none)."""
-    return max_size or INF
+    """The size bound of `max_size` (`UNBOUNDED`: none)."""
+    return INF if max_size == UNBOUNDED else max_size
 
 
 @st.composite
 def core_settings(draw: st.DrawFn) -> CoreSettings:
     # A third of the pools keep no idle connection (the null pools): no floor, and
-    # max_size 0 means no bound.
+    # some have no size bound (a null pool's max_size=0).
     keep_idle = draw(st.sampled_from([True, True, False]))
-    max_size = draw(st.integers(1, 4) if keep_idle else st.integers(0, 4))
+    max_size = draw(st.integers(1, 4) if keep_idle else st.sampled_from([UNBOUNDED, 1, 2, 3, 4]))
     initial = draw(st.sampled_from([0.5, 2.0]))
     return CoreSettings(
         keep_idle=keep_idle,
@@ -264,7 +265,7 @@ class PoolMachine(RuleBasedStateMachine):
                 if self.engine.settings.keep_idle:
                     self.resize(draw(SIZES, "min_size") % (max_size + 1), max_size)
                 else:
-                    self.resize(0, max_size % 5)  # 0: no bound
+                    self.resize(0, max_size % 5 or UNBOUNDED)
             else:
                 getattr(self, what)()
 

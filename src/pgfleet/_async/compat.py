@@ -30,10 +30,11 @@ This file is the source of truth for the threaded classes: ``tools/gen_sync.py``
 
 from __future__ import annotations
 
+import functools
+import inspect  # async-only
 import warnings
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Any, ClassVar, Generic, Self
+from typing import Any, ClassVar, Generic
 
 import psycopg
 from typing_extensions import TypeVar
@@ -41,6 +42,7 @@ from typing_extensions import TypeVar
 from pgfleet._acompat import AsyncOpenDefaultWarning
 from pgfleet._async.pool import AsyncConnectionGuard, AsyncPool
 from pgfleet._async.postgres import ConnectionCallback
+from pgfleet._core.state import UNBOUNDED
 from pgfleet.errors import PoolTimeout
 
 __all__ = ["AsyncConnectionPool", "AsyncNullConnectionPool"]
@@ -56,8 +58,25 @@ MAX_IDLE = 600.0
 RECONNECT_TIMEOUT = 300.0
 NUM_WORKERS = 3
 
-#: What the engine is told for a null pool's ``max_size=0`` ("no limit").
-UNLIMITED = 1 << 31
+
+def _without_connect_timeout(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in kwargs.items() if key != "connect_timeout"}
+
+
+def _kwargs_function_without_connect_timeout(kwargs: Callable[[], Any]) -> Callable[[], Any]:
+    """`kwargs` (a function) whose results lose ``connect_timeout``: each attempt is
+    bounded by the pool's ``connect_timeout`` instead (docs/psycopg_pool.md)."""
+
+    @functools.wraps(kwargs)  # its name in messages is the user's function's
+    async def pgfleet_kwargs() -> Any:
+        value = kwargs()
+        if inspect.isawaitable(value):  # async-only
+            value = await value  # async-only
+        if isinstance(value, Mapping) and "connect_timeout" in value:
+            return _without_connect_timeout(value)
+        return value
+
+    return pgfleet_kwargs
 
 
 class AsyncConnectionPool(AsyncPool[ConnT], Generic[ConnT]):
@@ -100,10 +119,13 @@ class AsyncConnectionPool(AsyncPool[ConnT], Generic[ConnT]):
         if num_workers == NUM_WORKERS and "max_connecting" in options:
             num_workers = options.pop("max_connecting")  # pgfleet's name (from_env, say)
         engine_kwargs = kwargs
+        # psycopg_pool passes connect_timeout to connect(); pgfleet bounds each attempt
+        # itself (its own connect_timeout) and refuses libpq's in kwargs.
         if isinstance(kwargs, Mapping) and "connect_timeout" in kwargs:
-            # psycopg_pool passes it to connect(); pgfleet bounds each attempt itself.
             options.setdefault("connect_timeout", float(kwargs["connect_timeout"]))
-            engine_kwargs = {k: v for k, v in kwargs.items() if k != "connect_timeout"}
+            engine_kwargs = _without_connect_timeout(kwargs)
+        elif callable(kwargs):
+            engine_kwargs = _kwargs_function_without_connect_timeout(kwargs)
         super().__init__(
             conninfo,
             kwargs=engine_kwargs,
@@ -182,27 +204,18 @@ class AsyncConnectionPool(AsyncPool[ConnT], Generic[ConnT]):
             raise self._refused("closed" if self._closed else "not_open")
         self._warn_if_opened_by_default()
         try:
-            await super().wait(timeout)
+            await self._wait_ready(timeout)
         except PoolTimeout:
             await self.close()
             raise
 
-    async def __aenter__(self) -> Self:
-        self._open_implicit = False
-        try:
-            await self.open()
-        except BaseException:
-            await self.close(timeout=0)  # nobody will call __aexit__
-            raise
-        return self
+    async def _wait_ready(self, timeout: float) -> None:
+        await super().wait(timeout)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    async def _open_for_with(self) -> None:
+        # psycopg_pool's ``async with``: opens without waiting, and never warns.
+        self._open_implicit = False
+        await self.open()
 
     def connection(self, timeout: float | None = None) -> AsyncConnectionGuard[ConnT]:
         """A context manager that lends a connection and gives it back (see `AsyncPool`)."""
@@ -242,40 +255,25 @@ class AsyncNullConnectionPool(AsyncConnectionPool[ConnT], Generic[ConnT]):
             max_size = 0
         if isinstance(max_size, int) and max_size < 0:
             raise ValueError("max_size must be greater or equal than 0")
-        return 0, max_size or UNLIMITED
+        return 0, max_size or UNBOUNDED
 
     @property
     def max_size(self) -> int:
         """The most connections open at once; 0: no limit."""
         size = super().max_size
-        return 0 if size == UNLIMITED else size
-
-    def get_stats(self) -> dict[str, Any]:
-        """The stats under psycopg_pool's key names (``pool_max`` 0: no limit)."""
-        return self._unlimited(super().get_stats())
-
-    def pop_stats(self) -> dict[str, Any]:
-        """Like `get_stats`, then reset its counters."""
-        return self._unlimited(super().pop_stats())
+        return 0 if size == UNBOUNDED else size
 
     @staticmethod
-    def _unlimited(stats: dict[str, Any]) -> dict[str, Any]:
-        if stats.get("pool_max") == UNLIMITED:
+    def _since(stats: dict[str, Any], popped: dict[str, int]) -> dict[str, Any]:
+        # `get_stats` and `pop_stats` under psycopg_pool's names: ``pool_max`` 0, no limit.
+        if stats["pool_max"] == UNBOUNDED:
             stats["pool_max"] = 0
-        return stats
+        return AsyncConnectionPool._since(stats, popped)
 
-    async def wait(self, timeout: float = 30.0) -> None:
-        """Check that a connection can be made (it is closed at once: a null pool keeps
-        none); on `PoolTimeout`, close the pool first."""
-        if not self._opened and not self._forked:
-            raise self._refused("closed" if self._closed else "not_open")
-        self._warn_if_opened_by_default()
-        try:
-            conn = await super().getconn(timeout)
-        except PoolTimeout:
-            await self.close()
-            raise
-        await self.putconn(conn)
+    async def _wait_ready(self, timeout: float) -> None:
+        # A null pool's `wait` checks that a connection can be made (it is closed at
+        # once: a null pool keeps none).
+        await self.putconn(await self.getconn(timeout))
 
     async def check(self) -> None:
         """Nothing to check: a null pool keeps no idle connection."""

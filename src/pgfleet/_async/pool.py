@@ -238,6 +238,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         #: Run on every checkout (psycopg_pool's ``check``); the manager's own ping
         #: still checks connections that sat idle.
         self._check_callback: Callable[[Any], Awaitable[None]] | None = check
+        #: True: lent connections carry ``conn._pool`` (psycopg's, as psycopg_pool sets it;
+        #: a custom manager's connections may take no attribute).
+        self._marks_lent = isinstance(self.manager, AsyncPostgresManager)
         self._set_compat_attributes(
             conninfo,
             kwargs,
@@ -362,11 +365,15 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
 
     async def __aenter__(self) -> Self:
         try:
-            await self.open(wait=True, timeout=self.timeout)
+            await self._open_for_with()
         except BaseException:
             await self.close(timeout=0)  # nobody will call __aexit__
             raise
         return self
+
+    async def _open_for_with(self) -> None:
+        """What ``async with pool`` does first: open, and wait for ``min_size``."""
+        await self.open(wait=True, timeout=self.timeout)
 
     async def __aexit__(
         self,
@@ -394,8 +401,11 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         entry = await self._checkout(timeout)
         conn = entry.conn
         self._borrowed[id(conn)] = entry
-        if self.close_returns:
-            conn._pool = self  # type: ignore[attr-defined]  # psycopg: close() returns it
+        if self._marks_lent or self.close_returns:
+            # As psycopg_pool does for every lent connection: psycopg's ``with conn:``
+            # then leaves it open, its close() returns it with close_returns on, and the
+            # pre-3.3 recipe (a close() override that calls ``self._pool.putconn``) works.
+            conn._pool = self  # type: ignore[attr-defined]
         if self._observer is not None:  # the OpenTelemetry histograms, when enabled
             self._observer.checked_out(monotonic() - started)
         return conn
@@ -408,8 +418,13 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                 # close() already closed what was still lent after its timeout; a late
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
                 return
+            if self.close_returns and getattr(conn, "_pool", None) is self:
+                # Lent by connection() and closed in its block (psycopg's close() calls
+                # putconn): closed for real; the block's end replaces it quietly.
+                await self.manager.close(conn)
+                return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
-        if self.close_returns:
+        if self._marks_lent or self.close_returns:
             conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         await self._checkin(entry)
 
@@ -844,9 +859,12 @@ class AsyncConnectionGuard(Generic[ConnT]):
         elif pool._check_callback is not None:
             entry = await pool._checked_or_another(entry, self._timeout)
         self._entry = entry
+        conn = entry.conn
+        if pool._marks_lent:
+            conn._pool = pool  # type: ignore[attr-defined]  # as getconn does: see there
         if pool._observer is not None:  # the OpenTelemetry histograms, when enabled
             pool._observer.checked_out(monotonic() - now)
-        return entry.conn
+        return conn
 
     async def __aexit__(
         self,
@@ -858,6 +876,8 @@ class AsyncConnectionGuard(Generic[ConnT]):
         if entry is None:
             return
         pool = self._pool
+        if pool._marks_lent:
+            entry.conn._pool = None  # type: ignore[attr-defined]
         if exc_type is not None:
             await pool._checkin(entry)  # the reset rolls back, under a deadline
         elif pool._is_clean(entry.conn):  # nothing to commit or undo

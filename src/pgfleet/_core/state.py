@@ -54,8 +54,8 @@ sit out their timeout; ``last_error`` keeps the failure for the shell to report.
 Keeping no idle connection (``keep_idle=False``, the null pools): a connection
 that comes back, or connects, goes straight to the oldest waiter, else it closes
 (reason ``"not_kept"``): the idle stack stays empty, ``min_size`` is 0 and nothing
-fills in the background; ``max_size`` bounds the connections open at once (0: no
-bound). Every queued caller starts a connect of its own; when one fails, the
+fills in the background; ``max_size`` bounds the connections open at once
+(`UNBOUNDED`: no bound). Every queued caller starts a connect of its own; when one fails, the
 callers its attempt was for fail with it (``"database_unavailable"``, whatever
 ``fail_fast`` says), as a null pool's caller gets its own connect error.
 
@@ -96,7 +96,7 @@ T = TypeVar("T")
 
 NO_ACTIONS: tuple[Action, ...] = ()
 INF = math.inf
-#: The size bound of ``max_size=0`` (no bound).
+#: The ``max_size`` of a pool with no size bound (a null pool's ``max_size=0``).
 UNBOUNDED: Final = sys.maxsize
 
 State = Literal["new", "idle", "lent", "checking", "closed", "orphaned"]
@@ -121,7 +121,7 @@ class CoreSettings:
     """The engine's policy knobs, already validated by the shell's settings."""
 
     min_size: int = defaults.MIN_SIZE
-    #: The most connections at once; 0: no bound (a null pool's ``max_size=None``).
+    #: The most connections at once (`UNBOUNDED`: no bound).
     max_size: int = defaults.MIN_SIZE
     max_waiting: int = defaults.MAX_WAITING
     max_lifetime: float | None = defaults.MAX_LIFETIME
@@ -227,8 +227,7 @@ class PoolCore(Generic[T]):
         self._check_after_idle = (
             INF if settings.check_after_idle is None else settings.check_after_idle
         )
-        #: The size bound (``max_size``, or `UNBOUNDED` for 0).
-        self._max_size = settings.max_size or UNBOUNDED
+        self._max_size = settings.max_size
         # Without an idle stack every return takes the slow path (`_pool` decides).
         self._no_fast_path = (
             self.closed or settings.leak_timeout is not None or not settings.keep_idle

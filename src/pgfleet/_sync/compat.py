@@ -33,15 +33,16 @@ This file is the source of truth for the threaded classes: ``tools/gen_sync.py``
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Any, ClassVar, Generic, Self
+from typing import Any, ClassVar, Generic
 
 import psycopg
 from typing_extensions import TypeVar
 
 from pgfleet._acompat import OpenDefaultWarning
+from pgfleet._core.state import UNBOUNDED
 from pgfleet._sync.pool import ConnectionGuard, Pool
 from pgfleet._sync.postgres import ConnectionCallback
 from pgfleet.errors import PoolTimeout
@@ -59,8 +60,23 @@ MAX_IDLE = 600.0
 RECONNECT_TIMEOUT = 300.0
 NUM_WORKERS = 3
 
-#: What the engine is told for a null pool's ``max_size=0`` ("no limit").
-UNLIMITED = 1 << 31
+
+def _without_connect_timeout(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in kwargs.items() if key != "connect_timeout"}
+
+
+def _kwargs_function_without_connect_timeout(kwargs: Callable[[], Any]) -> Callable[[], Any]:
+    """`kwargs` (a function) whose results lose ``connect_timeout``: each attempt is
+    bounded by the pool's ``connect_timeout`` instead (docs/psycopg_pool.md)."""
+
+    @functools.wraps(kwargs)  # its name in messages is the user's function's
+    def pgfleet_kwargs() -> Any:
+        value = kwargs()
+        if isinstance(value, Mapping) and "connect_timeout" in value:
+            return _without_connect_timeout(value)
+        return value
+
+    return pgfleet_kwargs
 
 
 class ConnectionPool(Pool[ConnT], Generic[ConnT]):
@@ -103,10 +119,13 @@ class ConnectionPool(Pool[ConnT], Generic[ConnT]):
         if num_workers == NUM_WORKERS and "max_connecting" in options:
             num_workers = options.pop("max_connecting")  # pgfleet's name (from_env, say)
         engine_kwargs = kwargs
+        # psycopg_pool passes connect_timeout to connect(); pgfleet bounds each attempt
+        # itself (its own connect_timeout) and refuses libpq's in kwargs.
         if isinstance(kwargs, Mapping) and "connect_timeout" in kwargs:
-            # psycopg_pool passes it to connect(); pgfleet bounds each attempt itself.
             options.setdefault("connect_timeout", float(kwargs["connect_timeout"]))
-            engine_kwargs = {k: v for k, v in kwargs.items() if k != "connect_timeout"}
+            engine_kwargs = _without_connect_timeout(kwargs)
+        elif callable(kwargs):
+            engine_kwargs = _kwargs_function_without_connect_timeout(kwargs)
         super().__init__(
             conninfo,
             kwargs=engine_kwargs,
@@ -181,27 +200,18 @@ class ConnectionPool(Pool[ConnT], Generic[ConnT]):
             raise self._refused("closed" if self._closed else "not_open")
         self._warn_if_opened_by_default()
         try:
-            super().wait(timeout)
+            self._wait_ready(timeout)
         except PoolTimeout:
             self.close()
             raise
 
-    def __enter__(self) -> Self:
-        self._open_implicit = False
-        try:
-            self.open()
-        except BaseException:
-            self.close(timeout=0)  # nobody will call __exit__
-            raise
-        return self
+    def _wait_ready(self, timeout: float) -> None:
+        super().wait(timeout)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _open_for_with(self) -> None:
+        # psycopg_pool's ``with``: opens without waiting, and never warns.
+        self._open_implicit = False
+        self.open()
 
     def connection(self, timeout: float | None = None) -> ConnectionGuard[ConnT]:
         """A context manager that lends a connection and gives it back (see `Pool`)."""
@@ -241,40 +251,25 @@ class NullConnectionPool(ConnectionPool[ConnT], Generic[ConnT]):
             max_size = 0
         if isinstance(max_size, int) and max_size < 0:
             raise ValueError("max_size must be greater or equal than 0")
-        return 0, max_size or UNLIMITED
+        return 0, max_size or UNBOUNDED
 
     @property
     def max_size(self) -> int:
         """The most connections open at once; 0: no limit."""
         size = super().max_size
-        return 0 if size == UNLIMITED else size
-
-    def get_stats(self) -> dict[str, Any]:
-        """The stats under psycopg_pool's key names (``pool_max`` 0: no limit)."""
-        return self._unlimited(super().get_stats())
-
-    def pop_stats(self) -> dict[str, Any]:
-        """Like `get_stats`, then reset its counters."""
-        return self._unlimited(super().pop_stats())
+        return 0 if size == UNBOUNDED else size
 
     @staticmethod
-    def _unlimited(stats: dict[str, Any]) -> dict[str, Any]:
-        if stats.get("pool_max") == UNLIMITED:
+    def _since(stats: dict[str, Any], popped: dict[str, int]) -> dict[str, Any]:
+        # `get_stats` and `pop_stats` under psycopg_pool's names: ``pool_max`` 0, no limit.
+        if stats["pool_max"] == UNBOUNDED:
             stats["pool_max"] = 0
-        return stats
+        return ConnectionPool._since(stats, popped)
 
-    def wait(self, timeout: float = 30.0) -> None:
-        """Check that a connection can be made (it is closed at once: a null pool keeps
-        none); on `PoolTimeout`, close the pool first."""
-        if not self._opened and not self._forked:
-            raise self._refused("closed" if self._closed else "not_open")
-        self._warn_if_opened_by_default()
-        try:
-            conn = super().getconn(timeout)
-        except PoolTimeout:
-            self.close()
-            raise
-        self.putconn(conn)
+    def _wait_ready(self, timeout: float) -> None:
+        # A null pool's `wait` checks that a connection can be made (it is closed at
+        # once: a null pool keeps none).
+        self.putconn(self.getconn(timeout))
 
     def check(self) -> None:
         """Nothing to check: a null pool keeps no idle connection."""

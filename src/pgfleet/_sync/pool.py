@@ -231,6 +231,9 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         #: Run on every checkout (psycopg_pool's ``check``); the manager's own ping
         #: still checks connections that sat idle.
         self._check_callback: Callable[[Any], None] | None = check
+        #: True: lent connections carry ``conn._pool`` (psycopg's, as psycopg_pool sets it;
+        #: a custom manager's connections may take no attribute).
+        self._marks_lent = isinstance(self.manager, PostgresManager)
         self._set_compat_attributes(
             conninfo,
             kwargs,
@@ -354,11 +357,15 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
 
     def __enter__(self) -> Self:
         try:
-            self.open(wait=True, timeout=self.timeout)
+            self._open_for_with()
         except BaseException:
             self.close(timeout=0)  # nobody will call __exit__
             raise
         return self
+
+    def _open_for_with(self) -> None:
+        """What ``with pool`` does first: open, and wait for ``min_size``."""
+        self.open(wait=True, timeout=self.timeout)
 
     def __exit__(
         self,
@@ -386,8 +393,11 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         entry = self._checkout(timeout)
         conn = entry.conn
         self._borrowed[id(conn)] = entry
-        if self.close_returns:
-            conn._pool = self  # type: ignore[attr-defined]  # psycopg: close() returns it
+        if self._marks_lent or self.close_returns:
+            # As psycopg_pool does for every lent connection: psycopg's ``with conn:``
+            # then leaves it open, its close() returns it with close_returns on, and the
+            # pre-3.3 recipe (a close() override that calls ``self._pool.putconn``) works.
+            conn._pool = self  # type: ignore[attr-defined]
         if self._observer is not None:  # the OpenTelemetry histograms, when enabled
             self._observer.checked_out(monotonic() - started)
         return conn
@@ -400,8 +410,13 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
                 # close() already closed what was still lent after its timeout; a late
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
                 return
+            if self.close_returns and getattr(conn, "_pool", None) is self:
+                # Lent by connection() and closed in its block (psycopg's close() calls
+                # putconn): closed for real; the block's end replaces it quietly.
+                self.manager.close(conn)
+                return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
-        if self.close_returns:
+        if self._marks_lent or self.close_returns:
             conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         self._checkin(entry)
 
@@ -832,9 +847,12 @@ class ConnectionGuard(Generic[ConnT]):
         elif pool._check_callback is not None:
             entry = pool._checked_or_another(entry, self._timeout)
         self._entry = entry
+        conn = entry.conn
+        if pool._marks_lent:
+            conn._pool = pool  # type: ignore[attr-defined]  # as getconn does: see there
         if pool._observer is not None:  # the OpenTelemetry histograms, when enabled
             pool._observer.checked_out(monotonic() - now)
-        return entry.conn
+        return conn
 
     def __exit__(
         self,
@@ -846,6 +864,8 @@ class ConnectionGuard(Generic[ConnT]):
         if entry is None:
             return
         pool = self._pool
+        if pool._marks_lent:
+            entry.conn._pool = None  # type: ignore[attr-defined]
         if exc_type is not None:
             pool._checkin(entry)  # the reset rolls back, under a deadline
         elif pool._is_clean(entry.conn):  # nothing to commit or undo
