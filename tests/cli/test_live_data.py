@@ -87,6 +87,25 @@ def test_samples_measure_each_interval() -> None:
     assert recent["wait_p99"] == 0.025
 
 
+def test_in_use_shows_uses_that_ended_between_two_samples() -> None:
+    # Nothing in use at either end of the interval, but 1.5 connection-seconds of use in
+    # its 1 s: at some moment at least 2 connections were in use.
+    history = History()
+    history.observe(BASE, 0.0, "up")
+    used = later(BASE, checkouts=30, usage_time=waits(*[0.05] * 30))
+    sample = history.observe(used, 1.0, "up")
+    assert sample is not None
+    assert sample.in_use == 2
+    # A busier end wins over the mean.
+    sample = history.observe(later(used, in_use=5, idle=0), 2.0, "up")
+    assert sample is not None
+    assert sample.in_use == 5
+    # No use at all: nothing in use.
+    sample = history.observe(later(used, in_use=0), 3.0, "up")
+    assert sample is not None
+    assert sample.in_use == 0
+
+
 def kinds(history: History) -> list[str]:
     return [m.kind for m in history.marks]
 

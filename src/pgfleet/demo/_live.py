@@ -66,6 +66,9 @@ class Sample:
     wait_p50: float | None
     wait_p99: float | None
     size: int
+    #: Connections in use: the most the interval is known to have had (the count at its
+    #: end, or the ceiling of its mean, whichever is larger), so short uses between two
+    #: samples still show.
     in_use: int
     idle: int
     #: Connections being opened or checked.
@@ -215,7 +218,12 @@ class History:
             wait_p50=quantile_bound(stats.wait_time.buckets, counts, 0.50, maximum),
             wait_p99=quantile_bound(stats.wait_time.buckets, counts, 0.99, maximum),
             size=stats.size,
-            in_use=stats.in_use,
+            # The peak is an integer at least the interval's mean (connection-seconds of
+            # finished uses over its length): its ceiling is a sound lower bound.
+            in_use=max(
+                stats.in_use,
+                math.ceil((stats.usage_time.total - before.usage_time.total) / elapsed - 1e-9),
+            ),
             idle=stats.idle,
             connecting=_connecting(stats),
             waiting=stats.waiting,
