@@ -70,6 +70,17 @@ def _require_running_loop(pool: object) -> None:  # async-only
         raise RuntimeError(f"{kind} open with no running loop") from None  # async-only
 
 
+def _clean_status(manager: object) -> int | None:
+    """What `AsyncPostgresManager.is_clean` compares, when it is `manager`'s `is_clean`."""
+    if (
+        isinstance(manager, AsyncPostgresManager)
+        and type(manager).is_clean is AsyncPostgresManager.is_clean
+        and manager._reset is None
+    ):
+        return int(psycopg.pq.TransactionStatus.IDLE)
+    return None
+
+
 class AsyncPool(BasePool[ConnT], Generic[ConnT]):
     """A pool of connections for asyncio programs.
 
@@ -229,6 +240,10 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         self._probe_after_idle = hooks.probe_after_idle
         #: True: a returned connection needs neither commit nor reset.
         self._is_clean = hooks.is_clean
+        #: The stock manager's `is_clean` as data, for the guard to inline (a call fewer
+        #: on every return, ~600 instructions): the transaction status of a clean
+        #: connection, or None when another `is_clean` must be called.
+        self._clean_status = _clean_status(self.manager)
         #: True: waiting cannot heal this connect error.
         self._is_permanent = hooks.is_permanent
         #: Hides the manager's secrets in what the pool writes.
@@ -858,9 +873,14 @@ class AsyncConnectionGuard(Generic[ConnT]):
         if entry is None:
             return
         pool = self._pool
+        status = pool._clean_status
         if exc_type is not None:
             await pool._checkin(entry)  # the reset rolls back, under a deadline
-        elif pool._is_clean(entry.conn):  # nothing to commit or undo
+        elif (  # nothing to commit or undo
+            entry.conn.pgconn.transaction_status == status  # type: ignore[attr-defined]
+            if status is not None
+            else pool._is_clean(entry.conn)
+        ):
             now = monotonic()
             if now - entry.lent_at > pool._probe_after_idle:
                 await pool._checkin(entry, True)  # long enough for news: probe it

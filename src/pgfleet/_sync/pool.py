@@ -63,6 +63,17 @@ ConnT = TypeVar("ConnT", default=psycopg.Connection[Any])
 _WAKES = (HandOff, Fail)
 
 
+def _clean_status(manager: object) -> int | None:
+    """What `PostgresManager.is_clean` compares, when it is `manager`'s `is_clean`."""
+    if (
+        isinstance(manager, PostgresManager)
+        and type(manager).is_clean is PostgresManager.is_clean
+        and manager._reset is None
+    ):
+        return int(psycopg.pq.TransactionStatus.IDLE)
+    return None
+
+
 class Pool(BasePool[ConnT], Generic[ConnT]):
     """A pool of connections for threaded programs.
 
@@ -222,6 +233,10 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         self._probe_after_idle = hooks.probe_after_idle
         #: True: a returned connection needs neither commit nor reset.
         self._is_clean = hooks.is_clean
+        #: The stock manager's `is_clean` as data, for the guard to inline (a call fewer
+        #: on every return, ~600 instructions): the transaction status of a clean
+        #: connection, or None when another `is_clean` must be called.
+        self._clean_status = _clean_status(self.manager)
         #: True: waiting cannot heal this connect error.
         self._is_permanent = hooks.is_permanent
         #: Hides the manager's secrets in what the pool writes.
@@ -846,9 +861,14 @@ class ConnectionGuard(Generic[ConnT]):
         if entry is None:
             return
         pool = self._pool
+        status = pool._clean_status
         if exc_type is not None:
             pool._checkin(entry)  # the reset rolls back, under a deadline
-        elif pool._is_clean(entry.conn):  # nothing to commit or undo
+        elif (  # nothing to commit or undo
+            entry.conn.pgconn.transaction_status == status  # type: ignore[attr-defined]
+            if status is not None
+            else pool._is_clean(entry.conn)
+        ):
             now = monotonic()
             if now - entry.lent_at > pool._probe_after_idle:
                 pool._checkin(entry, True)  # long enough for news: probe it
