@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, Unpack
 
 import psycopg
 from typing_extensions import TypeVar
@@ -31,7 +31,6 @@ from pgfleet._acompat import (
     aresolve,
     monotonic,
 )
-from pgfleet._async import tx as _tx
 from pgfleet._async.manager import AsyncManagerProtocol, ManagerHooks
 from pgfleet._async.postgres import AsyncPostgresManager, ConnectionCallback
 from pgfleet._base import BasePool
@@ -50,8 +49,11 @@ from pgfleet._core import (
 )
 from pgfleet._core.state import NO_ACTIONS, ORPHANED
 from pgfleet._postgres.conninfo import AsyncConninfoResult, AsyncKwargsResult
-from pgfleet._retry import TransactionOptions, TxSettings
 from pgfleet.errors import PoolError
+
+if TYPE_CHECKING:  # imported on first use: a pool that runs no transaction never needs them
+    from pgfleet._async import tx as _tx
+    from pgfleet._retry import TransactionOptions
 
 logger = logging.getLogger("pgfleet")
 
@@ -820,6 +822,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         a retry. After ``max_attempts`` the last error is raised with a note. Do not
         commit inside `fn`. Options: see `pgfleet.tx.TransactionOptions`.
         """
+        from pgfleet._async import tx as _tx  # on first use (import time, issue #15)
+        from pgfleet._retry import TxSettings
+
         return await _tx.run_transaction(self, fn, args, TxSettings.build(**options))
 
     def transactional(
@@ -827,6 +832,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
     ) -> _tx.AsyncTransactional[_tx.TxConnT]:
         """A decorator: ``@pool.transactional()`` over ``async def fn(conn, *args)``
         makes ``fn(*args)`` run as `run_transaction` would run it."""
+        from pgfleet._async import tx as _tx  # on first use (import time, issue #15)
+        from pgfleet._retry import TxSettings
+
         return _tx.AsyncTransactional(self, TxSettings.build(**options))
 
     def transactions(
@@ -838,6 +846,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
             async with attempt as conn:
                 ...  # the whole transaction; read its results after the loop
         """
+        from pgfleet._async import tx as _tx  # on first use (import time, issue #15)
+        from pgfleet._retry import TxSettings
+
         return _tx.AsyncAttempts(self, TxSettings.build(**options))
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, Unpack
 
 import psycopg
 from typing_extensions import TypeVar
@@ -49,11 +49,13 @@ from pgfleet._core import (
 )
 from pgfleet._core.state import NO_ACTIONS, ORPHANED
 from pgfleet._postgres.conninfo import ConninfoResult, KwargsResult
-from pgfleet._retry import TransactionOptions, TxSettings
-from pgfleet._sync import tx as _tx
 from pgfleet._sync.manager import ManagerHooks, ManagerProtocol
 from pgfleet._sync.postgres import ConnectionCallback, PostgresManager
 from pgfleet.errors import PoolError
+
+if TYPE_CHECKING:  # imported on first use: a pool that runs no transaction never needs them
+    from pgfleet._retry import TransactionOptions
+    from pgfleet._sync import tx as _tx
 
 logger = logging.getLogger("pgfleet")
 
@@ -810,6 +812,9 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         a retry. After ``max_attempts`` the last error is raised with a note. Do not
         commit inside `fn`. Options: see `pgfleet.tx.TransactionOptions`.
         """
+        from pgfleet._retry import TxSettings
+        from pgfleet._sync import tx as _tx  # on first use (import time, issue #15)
+
         return _tx.run_transaction(self, fn, args, TxSettings.build(**options))
 
     def transactional(
@@ -817,6 +822,9 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
     ) -> _tx.Transactional[_tx.TxConnT]:
         """A decorator: ``@pool.transactional()`` over ``def fn(conn, *args)``
         makes ``fn(*args)`` run as `run_transaction` would run it."""
+        from pgfleet._retry import TxSettings
+        from pgfleet._sync import tx as _tx  # on first use (import time, issue #15)
+
         return _tx.Transactional(self, TxSettings.build(**options))
 
     def transactions(
@@ -828,6 +836,9 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
             with attempt as conn:
                 ...  # the whole transaction; read its results after the loop
         """
+        from pgfleet._retry import TxSettings
+        from pgfleet._sync import tx as _tx  # on first use (import time, issue #15)
+
         return _tx.Attempts(self, TxSettings.build(**options))
 
 
