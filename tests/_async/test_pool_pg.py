@@ -17,7 +17,7 @@ import pytest
 from psycopg import pq
 from psycopg.rows import dict_row
 
-from pgfleet import AsyncPool
+from pgfleet import AsyncPool, AsyncPostgresManager
 from support.cluster import ClusterFactory, PgCluster
 from support.fds import many_open_files
 from support.flavours import AsyncFlavour
@@ -265,6 +265,24 @@ async def test_failing_reset_callback_discards_the_connection(pg: PgCluster) -> 
         async with pool.connection(timeout=TIMEOUT) as again:
             assert again is not conn
         assert pool.stats().returns_broken == 2
+
+
+async def test_an_overridden_is_clean_is_still_asked(pg: PgCluster) -> None:
+    # The guard compares the stock manager's clean status in place (a call fewer): a
+    # subclass's own is_clean must still decide.
+    class NeverClean(AsyncPostgresManager):
+        asked = 0
+
+        def is_clean(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+            NeverClean.asked += 1
+            return False
+
+    manager = NeverClean(pg.conninfo(), kwargs={"application_name": unique_app()})
+    async with AsyncPool(manager=manager, min_size=1, max_size=1, timeout=TIMEOUT) as pool:
+        async with pool.connection() as conn:
+            await conn.execute("SET work_mem = '5MB'")  # in a transaction: committed
+        assert NeverClean.asked >= 1
+        assert pool.stats().resets == 1  # not clean: the return went through the reset
 
 
 async def test_kwargs_are_honoured(pg: PgCluster) -> None:

@@ -20,7 +20,7 @@ import pytest
 from psycopg import pq
 from psycopg.rows import dict_row
 
-from pgfleet import Pool
+from pgfleet import Pool, PostgresManager
 from support.cluster import ClusterFactory, PgCluster
 from support.fds import many_open_files
 from support.flavours import Flavour
@@ -267,6 +267,24 @@ def test_failing_reset_callback_discards_the_connection(pg: PgCluster) -> None:
         with pool.connection(timeout=TIMEOUT) as again:
             assert again is not conn
         assert pool.stats().returns_broken == 2
+
+
+def test_an_overridden_is_clean_is_still_asked(pg: PgCluster) -> None:
+    # The guard compares the stock manager's clean status in place (a call fewer): a
+    # subclass's own is_clean must still decide.
+    class NeverClean(PostgresManager):
+        asked = 0
+
+        def is_clean(self, conn: psycopg.Connection[Any]) -> bool:
+            NeverClean.asked += 1
+            return False
+
+    manager = NeverClean(pg.conninfo(), kwargs={"application_name": unique_app()})
+    with Pool(manager=manager, min_size=1, max_size=1, timeout=TIMEOUT) as pool:
+        with pool.connection() as conn:
+            conn.execute("SET work_mem = '5MB'")  # in a transaction: committed
+        assert NeverClean.asked >= 1
+        assert pool.stats().resets == 1  # not clean: the return went through the reset
 
 
 def test_kwargs_are_honoured(pg: PgCluster) -> None:

@@ -21,7 +21,7 @@ from psycopg import pq, sql
 
 from pgfleet._acompat import abounded, await_fd, monotonic
 from pgfleet._async.manager import AsyncManager
-from pgfleet._postgres import pooler, tls, wire
+from pgfleet._postgres import pooler, wire
 from pgfleet._postgres.connect_errors import is_permanent_error
 from pgfleet._postgres.conninfo import (
     AsyncConninfoResult,
@@ -272,6 +272,8 @@ class AsyncPostgresManager(AsyncManager[psycopg.AsyncConnection[Any]]):
         safe = redact(text, (*target.secrets, *self._past_secrets))
         if safe != text:  # libpq never echoes a password; this is the belt to its braces
             error = type(error)(safe).with_traceback(error.__traceback__)
+        from pgfleet._postgres import tls  # on first use (import time, issue #15)
+
         hint = tls.connect_error_hint(error, target.params)
         if hint is not None and not hints(error):
             error.add_note(f"hint: {redact(hint, (*target.secrets, *self._past_secrets))}")
@@ -309,6 +311,8 @@ class AsyncPostgresManager(AsyncManager[psycopg.AsyncConnection[Any]]):
 
     def _warn_if_unverified(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Log, once, that this pool reaches a remote server it does not verify."""
+        from pgfleet._postgres import tls  # on first use (import time, issue #15)
+
         try:
             message = tls.unverified_warning(conn, self.target.describe())
         except psycopg.Error:  # closed already: the next connection will tell

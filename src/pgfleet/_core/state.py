@@ -220,6 +220,8 @@ class PoolCore(Generic[T]):
         _check_sizes(settings.min_size, settings.keep_idle)
         self._apply_settings()
         self.counters = Counters()
+        #: `counters.usage_time.pending`, the same list (`Histogram.fold` clears it in place).
+        self._usage_pending = self.counters.usage_time.pending
 
     def _apply_settings(self) -> None:
         """Cache what the fast paths read."""
@@ -408,15 +410,16 @@ class PoolCore(Generic[T]):
             # (ORPHANED). The state alone tells: the shells give back only their own
             # engine's entries, so no lookup in `members` is needed on this hot path.
             return NO_ACTIONS
-        counters = self.counters
         if reset:
-            counters.resets += 1
+            self.counters.resets += 1
         usage = now - entry.lent_at
-        # Recorded in a batch, bucketed later (see `Histogram.pending`).
-        pending = counters.usage_time.pending
+        # Recorded in a batch, bucketed later (see `Histogram.pending`); the list is
+        # read from the engine, not through `counters.usage_time`: two attribute
+        # reads fewer on every return.
+        pending = self._usage_pending
         pending.append(usage)
         if len(pending) >= PENDING_MAX:
-            counters.usage_time.fold()
+            self.counters.usage_time.fold()
         if not (
             broken or self.waiters or self._no_fast_path or entry.retired or entry.expires_at <= now
         ):
@@ -429,7 +432,7 @@ class PoolCore(Generic[T]):
             return NO_ACTIONS
         actions: list[Action] = []
         if broken:
-            counters.returns_broken += 1
+            self.counters.returns_broken += 1
             self._mark_suspect(now, actions)
             actions.append(self._forget(entry, "broken"))
             return self._refill(now, actions)

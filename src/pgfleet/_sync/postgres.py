@@ -22,7 +22,7 @@ import psycopg
 from psycopg import pq, sql
 
 from pgfleet._acompat import bounded, monotonic, wait_fd
-from pgfleet._postgres import pooler, tls, wire
+from pgfleet._postgres import pooler, wire
 from pgfleet._postgres.connect_errors import is_permanent_error
 from pgfleet._postgres.conninfo import (
     ConninfoResult,
@@ -271,6 +271,8 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
         safe = redact(text, (*target.secrets, *self._past_secrets))
         if safe != text:  # libpq never echoes a password; this is the belt to its braces
             error = type(error)(safe).with_traceback(error.__traceback__)
+        from pgfleet._postgres import tls  # on first use (import time, issue #15)
+
         hint = tls.connect_error_hint(error, target.params)
         if hint is not None and not hints(error):
             error.add_note(f"hint: {redact(hint, (*target.secrets, *self._past_secrets))}")
@@ -306,6 +308,8 @@ class PostgresManager(Manager[psycopg.Connection[Any]]):
 
     def _warn_if_unverified(self, conn: psycopg.Connection[Any]) -> None:
         """Log, once, that this pool reaches a remote server it does not verify."""
+        from pgfleet._postgres import tls  # on first use (import time, issue #15)
+
         try:
             message = tls.unverified_warning(conn, self.target.describe())
         except psycopg.Error:  # closed already: the next connection will tell
