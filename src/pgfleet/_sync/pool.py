@@ -250,8 +250,12 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         #: Run on every checkout (psycopg_pool's ``check``); the manager's own ping
         #: still checks connections that sat idle.
         self._check_callback: Callable[[Any], None] | None = check
-        #: True: lent connections carry ``conn._pool`` (psycopg's, as psycopg_pool sets it;
-        #: a custom manager's connections may take no attribute).
+        #: True: the pool's connections carry ``conn._pool`` from their connect to their
+        #: close, as psycopg_pool sets it: psycopg's ``with conn:`` then leaves a lent
+        #: connection open, its close() returns it with close_returns on, and the pre-3.3
+        #: SQLAlchemy recipe (a close() override calling ``self._pool.putconn``) works.
+        #: Set once per connection, not per lend: the hot path stays free of it. Only on
+        #: the PostgreSQL manager's connections (a custom manager's may take no attribute).
         self._marks_lent = isinstance(self.manager, PostgresManager)
         self._set_compat_attributes(
             conninfo,
@@ -420,11 +424,8 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         entry = self._checkout(timeout)
         conn = entry.conn
         self._borrowed[id(conn)] = entry
-        if self._marks_lent or self.close_returns:
-            # As psycopg_pool does for every lent connection: psycopg's ``with conn:``
-            # then leaves it open, its close() returns it with close_returns on, and the
-            # pre-3.3 recipe (a close() override that calls ``self._pool.putconn``) works.
-            conn._pool = self  # type: ignore[attr-defined]
+        if self.close_returns and not self._marks_lent:
+            conn._pool = self  # type: ignore[attr-defined]  # a custom manager's: per lend
         if self._observer is not None:  # the OpenTelemetry histograms, when enabled
             self._observer.checked_out(monotonic() - started)
         return conn
@@ -437,13 +438,14 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
                 # close() already closed what was still lent after its timeout; a late
                 # ``finally: putconn()`` during shutdown is not an error (psycopg_pool agrees).
                 return
-            if self.close_returns and getattr(conn, "_pool", None) is self:
+            if self.close_returns and any(e.conn is conn for e in self._core.lent.values()):
                 # Lent by connection() and closed in its block (psycopg's close() calls
-                # putconn): closed for real; the block's end replaces it quietly.
+                # putconn): closed for real; the block's end replaces it quietly. (A rare
+                # path: the scan of the lent connections costs nothing on the hot one.)
                 self.manager.close(conn)
                 return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
-        if self._marks_lent or self.close_returns:
+        if self.close_returns and not self._marks_lent:
             conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         self._checkin(entry)
 
@@ -721,6 +723,8 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         started = monotonic()
         try:
             conn = self.manager.connect(self.settings.connect_timeout)
+            if self._marks_lent:
+                conn._pool = self  # type: ignore[attr-defined]  # see _marks_lent
         except Exception as exc:
             now = monotonic()
             with self._lock:
@@ -884,12 +888,9 @@ class ConnectionGuard(Generic[ConnT]):
         elif pool._check_callback is not None:
             entry = pool._checked_or_another(entry, self._timeout)
         self._entry = entry
-        conn = entry.conn
-        if pool._marks_lent:
-            conn._pool = pool  # type: ignore[attr-defined]  # as getconn does: see there
         if pool._observer is not None:  # the OpenTelemetry histograms, when enabled
             pool._observer.checked_out(monotonic() - now)
-        return conn
+        return entry.conn
 
     def __exit__(
         self,
@@ -901,8 +902,6 @@ class ConnectionGuard(Generic[ConnT]):
         if entry is None:
             return
         pool = self._pool
-        if pool._marks_lent:
-            entry.conn._pool = None  # type: ignore[attr-defined]
         status = pool._clean_status
         if exc_type is not None:
             pool._checkin(entry)  # the reset rolls back, under a deadline
