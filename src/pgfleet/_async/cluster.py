@@ -444,6 +444,13 @@ class AsyncClusterPool:
         await self.pools[host].drain()
         self._discover()
 
+    def _unreachable(self, host: int) -> None:
+        """`host`'s pool could not lend (down, or not at once): mark it lost, rediscover."""
+        with self._lock:
+            self._state.lost(host, monotonic())
+            self._publish()
+        self._discover()
+
     async def _lend_write(
         self, deadline: float, timeout: float, *, for_read: bool = False
     ) -> tuple[int, Conn]:
@@ -468,10 +475,7 @@ class AsyncClusterPool:
             try:
                 conn = await pool.getconn(max(deadline - now, 0.0))
             except DatabaseUnavailable:
-                with self._lock:
-                    self._state.lost(host, monotonic())
-                    self._publish()
-                self._discover()
+                self._unreachable(host)
                 continue
             if await self._fit_for_writes(host, conn, for_read):
                 return host, conn
@@ -541,10 +545,7 @@ class AsyncClusterPool:
                 # A standby that cannot lend at once is skipped, not waited for.
                 conn = await pool.getconn(max(min(deadline - monotonic(), 0.5), 0.0))
             except (PoolTimeout, PoolClosed):
-                with self._lock:
-                    self._state.lost(host, monotonic())
-                    self._publish()
-                self._discover()
+                self._unreachable(host)
                 continue
             if min_lsn is None or await self._replayed(host, conn, min_lsn, deadline):
                 with self._lock:

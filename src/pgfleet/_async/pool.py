@@ -263,7 +263,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         #: SQLAlchemy recipe (a close() override calling ``self._pool.putconn``) works.
         #: Set once per connection, not per lend: the hot path stays free of it. Only on
         #: the PostgreSQL manager's connections (a custom manager's may take no attribute).
-        self._marks_lent = isinstance(self.manager, AsyncPostgresManager)
+        self._marks_connections = isinstance(self.manager, AsyncPostgresManager)
         self._set_compat_attributes(
             conninfo,
             kwargs,
@@ -432,7 +432,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         entry = await self._checkout(timeout)
         conn = entry.conn
         self._borrowed[id(conn)] = entry
-        if self.close_returns and not self._marks_lent:
+        if self.close_returns and not self._marks_connections:
             conn._pool = self  # type: ignore[attr-defined]  # a custom manager's: per lend
         if self._observer is not None:  # the OpenTelemetry histograms, when enabled
             self._observer.checked_out(monotonic() - started)
@@ -453,7 +453,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                 await self.manager.close(conn)
                 return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
-        if self.close_returns and not self._marks_lent:
+        if self.close_returns and not self._marks_connections:
             conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         await self._checkin(entry)
 
@@ -733,8 +733,8 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         started = monotonic()
         try:
             conn = await self.manager.connect(self.settings.connect_timeout)
-            if self._marks_lent:
-                conn._pool = self  # type: ignore[attr-defined]  # see _marks_lent
+            if self._marks_connections:
+                conn._pool = self  # type: ignore[attr-defined]  # see _marks_connections
         except Exception as exc:
             now = monotonic()
             with self._lock:

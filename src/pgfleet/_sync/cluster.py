@@ -447,6 +447,13 @@ class ClusterPool:
         self.pools[host].drain()
         self._discover()
 
+    def _unreachable(self, host: int) -> None:
+        """`host`'s pool could not lend (down, or not at once): mark it lost, rediscover."""
+        with self._lock:
+            self._state.lost(host, monotonic())
+            self._publish()
+        self._discover()
+
     def _lend_write(
         self, deadline: float, timeout: float, *, for_read: bool = False
     ) -> tuple[int, Conn]:
@@ -471,10 +478,7 @@ class ClusterPool:
             try:
                 conn = pool.getconn(max(deadline - now, 0.0))
             except DatabaseUnavailable:
-                with self._lock:
-                    self._state.lost(host, monotonic())
-                    self._publish()
-                self._discover()
+                self._unreachable(host)
                 continue
             if self._fit_for_writes(host, conn, for_read):
                 return host, conn
@@ -544,10 +548,7 @@ class ClusterPool:
                 # A standby that cannot lend at once is skipped, not waited for.
                 conn = pool.getconn(max(min(deadline - monotonic(), 0.5), 0.0))
             except (PoolTimeout, PoolClosed):
-                with self._lock:
-                    self._state.lost(host, monotonic())
-                    self._publish()
-                self._discover()
+                self._unreachable(host)
                 continue
             if min_lsn is None or self._replayed(host, conn, min_lsn, deadline):
                 with self._lock:

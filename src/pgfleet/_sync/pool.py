@@ -256,7 +256,7 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         #: SQLAlchemy recipe (a close() override calling ``self._pool.putconn``) works.
         #: Set once per connection, not per lend: the hot path stays free of it. Only on
         #: the PostgreSQL manager's connections (a custom manager's may take no attribute).
-        self._marks_lent = isinstance(self.manager, PostgresManager)
+        self._marks_connections = isinstance(self.manager, PostgresManager)
         self._set_compat_attributes(
             conninfo,
             kwargs,
@@ -424,7 +424,7 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         entry = self._checkout(timeout)
         conn = entry.conn
         self._borrowed[id(conn)] = entry
-        if self.close_returns and not self._marks_lent:
+        if self.close_returns and not self._marks_connections:
             conn._pool = self  # type: ignore[attr-defined]  # a custom manager's: per lend
         if self._observer is not None:  # the OpenTelemetry histograms, when enabled
             self._observer.checked_out(monotonic() - started)
@@ -445,7 +445,7 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
                 self.manager.close(conn)
                 return
             raise ValueError(f"{conn!r} is not lent by pool {self.name!r}")
-        if self.close_returns and not self._marks_lent:
+        if self.close_returns and not self._marks_connections:
             conn._pool = None  # type: ignore[attr-defined]  # from now on, close() closes it
         self._checkin(entry)
 
@@ -723,8 +723,8 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         started = monotonic()
         try:
             conn = self.manager.connect(self.settings.connect_timeout)
-            if self._marks_lent:
-                conn._pool = self  # type: ignore[attr-defined]  # see _marks_lent
+            if self._marks_connections:
+                conn._pool = self  # type: ignore[attr-defined]  # see _marks_connections
         except Exception as exc:
             now = monotonic()
             with self._lock:
