@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -59,6 +60,10 @@ DSN_VARIABLE: Final = "PGFLEET_BENCH_DSN"
 WARM_CYCLES: Final = 500
 #: "1": the child runs pgfleet on `steady_clock` (the default; ``--real-clock`` sets "0").
 STEADY_VARIABLE: Final = "PGFLEET_BENCH_STEADY_CLOCK"
+#: "1": the child runs `QUEUED_WORKERS` workers on the one connection (``--queued``).
+QUEUED_VARIABLE: Final = "PGFLEET_BENCH_QUEUED"
+#: Workers sharing the one connection in ``--queued``: all but one are always queued.
+QUEUED_WORKERS: Final = 2
 DEFAULT_CYCLES: Final = 20_000
 
 Acquire = Callable[[], AbstractContextManager[Any]]
@@ -164,6 +169,42 @@ async def cycles_async(acquire: AsyncAcquire, n: int) -> None:
             pass
 
 
+def queued_sync(acquire: Acquire, n: int) -> None:
+    """`n` cycles by `QUEUED_WORKERS` threads on one connection: every checkout queues.
+
+    Each holder gives up the GIL inside its block (``time.sleep(0)``), so the other
+    thread runs, finds the connection lent and parks; the return hands it over.
+    """
+
+    def worker(count: int) -> None:
+        for _ in range(count):
+            with acquire():
+                time.sleep(0)
+
+    threads = [
+        threading.Thread(target=worker, args=(n // QUEUED_WORKERS,)) for _ in range(QUEUED_WORKERS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+async def queued_async(acquire: AsyncAcquire, n: int) -> None:
+    """`n` cycles by `QUEUED_WORKERS` tasks on one connection: every checkout queues.
+
+    Each holder yields to the loop inside its block (``asyncio.sleep(0)``), so the
+    other task runs, finds the connection lent and queues; the return hands it over.
+    """
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            async with acquire():
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker(n // QUEUED_WORKERS) for _ in range(QUEUED_WORKERS)))
+
+
 def steady_clock() -> None:
     """Give pgfleet's shells a clock that advances 1 µs per read, whatever the real time.
 
@@ -186,24 +227,28 @@ def run_child(name: str, dsn: str, cycles: int, around: Callable[[], Any] | None
     contender = CONTENDERS[name]
     if os.environ.get(STEADY_VARIABLE) == "1":
         steady_clock()
+    queued = os.environ.get(QUEUED_VARIABLE) == "1"
     if contender.flavour == "sync":
+        run_sync = queued_sync if queued else cycles_sync
         with contender.open(dsn) as acquire:
-            cycles_sync(acquire, WARM_CYCLES)
+            run_sync(acquire, WARM_CYCLES)
             if around is None:
-                cycles_sync(acquire, cycles)
+                run_sync(acquire, cycles)
                 return None
             with around() as result:
-                cycles_sync(acquire, cycles)
+                run_sync(acquire, cycles)
             return result
+
+    run_async = queued_async if queued else cycles_async
 
     async def main() -> Any:
         async with contender.open(dsn) as acquire:
-            await cycles_async(acquire, WARM_CYCLES)
+            await run_async(acquire, WARM_CYCLES)
             if around is None:
-                await cycles_async(acquire, cycles)
+                await run_async(acquire, cycles)
                 return None
             with around() as result:
-                await cycles_async(acquire, cycles)
+                await run_async(acquire, cycles)
             return result
 
     return asyncio.run(main())
@@ -313,7 +358,7 @@ def report(counts: dict[str, Count]) -> str:
 
 @contextmanager
 def opcode_counter() -> Iterator[Counter[str]]:
-    """Count the bytecodes executed in this thread, by function, while inside."""
+    """Count the bytecodes executed by function, while inside (threads started inside too)."""
     counts: Counter[str] = Counter()
 
     def trace(frame: FrameType, event: str, arg: object) -> Any:
@@ -325,9 +370,11 @@ def opcode_counter() -> Iterator[Counter[str]]:
         return trace
 
     sys.settrace(trace)
+    threading.settrace(trace)  # the ``--queued`` workers' threads, started inside
     try:
         yield counts
     finally:
+        threading.settrace(None)  # type: ignore[arg-type]
         sys.settrace(None)
 
 
@@ -361,6 +408,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--opcodes", action="store_true", help="bytecodes per cycle by function (no valgrind)"
     )
     parser.add_argument(
+        "--queued",
+        action="store_true",
+        help=f"{QUEUED_WORKERS} workers on the one connection: every checkout queues",
+    )
+    parser.add_argument(
         "--real-clock",
         action="store_true",
         help="leave pgfleet on the real clock (see steady_clock: slow paths then show)",
@@ -381,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = args.only or list(CONTENDERS)
     with database(args.dsn) as dsn:
         os.environ[STEADY_VARIABLE] = "0" if args.real_clock else "1"
+        os.environ[QUEUED_VARIABLE] = "1" if args.queued else "0"
         if args.opcodes:
             for name in names:
                 print(opcodes(name, dsn, min(args.cycles, 2000)))

@@ -280,7 +280,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
 
     def _new_machinery(self) -> None:
         self._lock = AsyncCoreLock()
-        self._queue_clock = AsyncQueueClock()
+        # The queue is read when a deadline passes: `_core`'s, whichever it is then
+        # (a forked child makes a new engine).
+        self._queue_clock = AsyncQueueClock(lambda: self._core.waiters)
         self._workers = AsyncWorkers(self.name)
         self._wakeup = AsyncEvent()
         self._state_changed = AsyncEvent()
@@ -474,13 +476,16 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         deadline = started + timeout
         actions: Sequence[Action]
         while True:
-            if self._core.waiters:
-                # Others are queued: lend_idle would refuse (first come, first served), so
-                # skip its lock round. Read unlocked, so only a hint: enqueue decides.
+            core = self._core
+            if core.waiters or not core.idle:
+                # Others are queued (lend_idle would refuse: first come, first served), or
+                # nothing is idle: queue at once, without lend_idle's lock round. Read
+                # unlocked, so only a hint: enqueue decides (and serves from the idle
+                # stack what came back meanwhile).
                 entry, needs_check, actions = None, False, NO_ACTIONS
             else:
                 with self._lock:
-                    entry, needs_check, actions = self._core.lend_idle(started)
+                    entry, needs_check, actions = core.lend_idle(started)
             if actions:
                 try:
                     await self._run(actions)  # closes expired connections
@@ -681,7 +686,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         """Carry out the engine's actions (outside the lock)."""
         for index, action in enumerate(actions):
             if isinstance(action, _WAKES):
-                self._wake(action)
+                # `_wake`, inlined: a hand-over is every queued checkout's action.
+                if not action.waiter.wake() and isinstance(action, HandOff):
+                    self._hand_on(action.entry)
             elif isinstance(action, Close):
                 try:
                     await self.manager.close(action.entry.conn)
@@ -937,8 +944,12 @@ class AsyncConnectionGuard(Generic[ConnT]):
             # sync-only: finally:
             # sync-only:     lock.release()
             actions = pool._core.release(entry, now)  # async-only
-            if actions or pool._closed:
-                await pool._after_release(actions)
+            # `_after_release`, inlined: a hand-over to a queued caller is every return
+            # under oversubscription.
+            if actions:
+                await pool._run(actions)
+            if pool._closed:
+                pool._state_changed.set()
         elif entry.state == ORPHANED:
             pool._leave_orphan(entry)
         else:

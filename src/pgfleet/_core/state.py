@@ -220,8 +220,10 @@ class PoolCore(Generic[T]):
         _check_sizes(settings.min_size, settings.keep_idle)
         self._apply_settings()
         self.counters = Counters()
-        #: `counters.usage_time.pending`, the same list (`Histogram.fold` clears it in place).
+        #: `counters.usage_time.pending` and `counters.wait_time.pending`, the same lists
+        #: (`Histogram.fold` clears them in place).
         self._usage_pending = self.counters.usage_time.pending
+        self._wait_pending = self.counters.wait_time.pending
 
     def _apply_settings(self) -> None:
         """Cache what the fast paths read."""
@@ -380,7 +382,7 @@ class PoolCore(Generic[T]):
             self._serve_from_idle(now, actions)
         # A full pool has nothing to refill: under oversubscription every checkout
         # queues, and the tests before the calls save two of them a queued checkout.
-        if waiter.outcome is None and self.size < self._max_size:
+        if waiter.outcome is None and len(self.members) + self.connecting < self._max_size:
             self._refill(now, actions, demand=True)
         return actions
 
@@ -401,17 +403,20 @@ class PoolCore(Generic[T]):
         return True
 
     def release(
-        self, entry: Entry[T], now: float, *, broken: bool = False, reset: bool = False
+        self, entry: Entry[T], now: float, broken: bool = False, reset: bool = False
     ) -> tuple[Action, ...] | list[Action]:
         """A caller gives a connection back, after the shell reset it (`reset`: it had
-        something to undo) or found it `broken`."""
+        something to undo) or found it `broken`.
+
+        (`broken` and `reset` are not keyword-only: CPython 3.11 specialises no call to
+        a function with keyword-only parameters, and this call is on every return:
+        ~350 instructions a checkout, callgrind.)
+        """
         if entry.state != LENT:
             # Already forgotten: closed by close_lent (CLOSED), or lent before a fork
             # (ORPHANED). The state alone tells: the shells give back only their own
             # engine's entries, so no lookup in `members` is needed on this hot path.
             return NO_ACTIONS
-        if reset:
-            self.counters.resets += 1
         usage = now - entry.lent_at
         # Recorded in a batch, bucketed later (see `Histogram.pending`); the list is
         # read from the engine, not through `counters.usage_time`: two attribute
@@ -420,16 +425,35 @@ class PoolCore(Generic[T]):
         pending.append(usage)
         if len(pending) >= PENDING_MAX:
             self.counters.usage_time.fold()
-        if not (
-            broken or self.waiters or self._no_fast_path or entry.retired or entry.expires_at <= now
-        ):
-            # The fast path: back on the idle stack. No deadline can move earlier here:
-            # tick() always wakes again within max_idle (see _next_deadline).
-            # `_move(entry, IDLE)`, inlined (see `lend_fast`).
-            entry.state = IDLE
-            entry.verified_at = entry.idle_since = now
-            self.idle.append(entry)
-            return NO_ACTIONS
+        if not (broken or reset or self._no_fast_path or entry.retired or entry.expires_at <= now):
+            waiters = self.waiters
+            if not waiters:
+                # The fast path: back on the idle stack. No deadline can move earlier
+                # here: tick() always wakes again within max_idle (see _next_deadline).
+                # `_move(entry, IDLE)`, inlined (see `lend_fast`).
+                entry.state = IDLE
+                entry.verified_at = entry.idle_since = now
+                self.idle.append(entry)
+                return NO_ACTIONS
+            # The queued path: straight to the oldest waiter, lent again where it is
+            # (`_pool`'s hand-over without its `_lend` and `_move`: under
+            # oversubscription every return takes it, and as calls they were half of a
+            # queued checkout's engine work). No leak deadline to schedule: there is no
+            # fast path under leak tracking.
+            waiter = waiters.popleft()
+            entry.verified_at = entry.lent_at = now
+            waited = now - waiter.enqueued_at
+            if waited < 0.0:
+                waited = 0.0
+            entry.waited = waited
+            waiter.outcome = entry
+            pending = self._wait_pending
+            pending.append(waited)
+            if len(pending) >= PENDING_MAX:
+                self.counters.wait_time.fold()
+            return (HandOff(waiter, entry),)
+        if reset:
+            self.counters.resets += 1
         actions: list[Action] = []
         if broken:
             self.counters.returns_broken += 1
@@ -735,10 +759,8 @@ class PoolCore(Generic[T]):
             if waited < 0.0:
                 waited = 0.0
             entry.waited = waited
-            # `Counters.observe_lend(waited)`, inlined: this is every queued checkout.
-            counters = self.counters
-            counters.checkouts_waited += 1
-            counters.wait_time.observe(waited)
+            # `Counters.observe_lend(waited)`, inlined.
+            self.counters.wait_time.observe(waited)
             actions.append(HandOff(waiter, entry))
             if self.settings.leak_timeout is not None and self._schedule(
                 now + self.settings.leak_timeout

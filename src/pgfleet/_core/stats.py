@@ -75,7 +75,9 @@ class Histogram:
             self.maximum = seconds
 
     def unobserve(self, seconds: float) -> None:
-        """Take back one duration recorded by `observe` (the maximum stays: an upper bound)."""
+        """Take back one duration recorded by `observe` or in `pending` (the maximum
+        stays: an upper bound)."""
+        self.fold()
         self.counts[bisect_left(BUCKETS, seconds)] -= 1
         self.total -= seconds
 
@@ -102,7 +104,6 @@ class Counters:
 
     __slots__ = (
         "checkouts_at_once",
-        "checkouts_waited",
         "timeouts",
         "rejected",
         "failed_fast",
@@ -125,8 +126,6 @@ class Counters:
         #: waited 0 s, added to the wait histogram by `snapshot` rather than on the
         #: hot path (a plain increment instead of a call).
         self.checkouts_at_once = 0
-        #: Checkouts served after queueing; their waits are in the wait histogram.
-        self.checkouts_waited = 0
         self.timeouts = 0
         self.rejected = 0
         self.failed_fast = 0
@@ -140,7 +139,9 @@ class Counters:
         self.leaks = 0
         #: Counted by the shells' transaction helpers (the engine never retries anything).
         self.transaction_retries = 0
-        #: The waits of queued checkouts (see ``checkouts_at_once`` for the others).
+        #: The waits of queued checkouts (see ``checkouts_at_once`` for the others): its
+        #: count is the number of checkouts served after queueing (no counter of its
+        #: own: one increment fewer on every queued checkout).
         self.wait_time = Histogram()
         self.usage_time = Histogram()
         self.connect_time = Histogram()
@@ -150,7 +151,6 @@ class Counters:
         if waited is None:
             self.checkouts_at_once += 1
         else:
-            self.checkouts_waited += 1
             self.wait_time.observe(waited)
 
     def unobserve_lend(self, waited: float | None) -> None:
@@ -158,7 +158,6 @@ class Counters:
         if waited is None:
             self.checkouts_at_once -= 1
         else:
-            self.checkouts_waited -= 1
             self.wait_time.unobserve(waited)
 
     def observe_close(self, reason: CloseReason) -> None:
@@ -179,6 +178,8 @@ class Counters:
         database_down: bool,
     ) -> PoolStats:
         """The counters, with the engine's gauges, as a frozen `PoolStats`."""
+        at_once = self.checkouts_at_once
+        wait_time = self.wait_time.snapshot(zeros=at_once)
         return PoolStats(
             name=name,
             min_size=min_size,
@@ -190,8 +191,8 @@ class Counters:
             connecting=connecting,
             waiting=waiting,
             database_down=database_down,
-            checkouts=self.checkouts_at_once + self.checkouts_waited,
-            checkouts_waited=self.checkouts_waited,
+            checkouts=wait_time.count,
+            checkouts_waited=wait_time.count - at_once,
             timeouts=self.timeouts,
             rejected=self.rejected,
             failed_fast=self.failed_fast,
@@ -204,7 +205,7 @@ class Counters:
             resets=self.resets,
             leaks=self.leaks,
             transaction_retries=self.transaction_retries,
-            wait_time=self.wait_time.snapshot(zeros=self.checkouts_at_once),
+            wait_time=wait_time,
             usage_time=self.usage_time.snapshot(),
             connect_time=self.connect_time.snapshot(),
         )

@@ -273,7 +273,9 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
 
     def _new_machinery(self) -> None:
         self._lock = CoreLock()
-        self._queue_clock = QueueClock()
+        # The queue is read when a deadline passes: `_core`'s, whichever it is then
+        # (a forked child makes a new engine).
+        self._queue_clock = QueueClock(lambda: self._core.waiters)
         self._workers = Workers(self.name)
         self._wakeup = Event()
         self._state_changed = Event()
@@ -464,13 +466,16 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         deadline = started + timeout
         actions: Sequence[Action]
         while True:
-            if self._core.waiters:
-                # Others are queued: lend_idle would refuse (first come, first served), so
-                # skip its lock round. Read unlocked, so only a hint: enqueue decides.
+            core = self._core
+            if core.waiters or not core.idle:
+                # Others are queued (lend_idle would refuse: first come, first served), or
+                # nothing is idle: queue at once, without lend_idle's lock round. Read
+                # unlocked, so only a hint: enqueue decides (and serves from the idle
+                # stack what came back meanwhile).
                 entry, needs_check, actions = None, False, NO_ACTIONS
             else:
                 with self._lock:
-                    entry, needs_check, actions = self._core.lend_idle(started)
+                    entry, needs_check, actions = core.lend_idle(started)
             if actions:
                 try:
                     self._run(actions)  # closes expired connections
@@ -671,7 +676,9 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         """Carry out the engine's actions (outside the lock)."""
         for index, action in enumerate(actions):
             if isinstance(action, _WAKES):
-                self._wake(action)
+                # `_wake`, inlined: a hand-over is every queued checkout's action.
+                if not action.waiter.wake() and isinstance(action, HandOff):
+                    self._hand_on(action.entry)
             elif isinstance(action, Close):
                 try:
                     self.manager.close(action.entry.conn)
@@ -923,8 +930,12 @@ class ConnectionGuard(Generic[ConnT]):
                 actions = pool._core.release(entry, now)
             finally:
                 lock.release()
-            if actions or pool._closed:
-                pool._after_release(actions)
+            # `_after_release`, inlined: a hand-over to a queued caller is every return
+            # under oversubscription.
+            if actions:
+                pool._run(actions)
+            if pool._closed:
+                pool._state_changed.set()
         elif entry.state == ORPHANED:
             pool._leave_orphan(entry)
         else:
