@@ -918,8 +918,10 @@ class ConnectionGuard(Generic[ConnT]):
             else pool._is_clean(entry.conn)
         ):
             now = monotonic()
-            if now - entry.lent_at > pool._probe_after_idle:
-                pool._checkin(entry, True)  # long enough for news: probe it
+            # Lent long enough for news of a lost server: look at its socket (no round
+            # trip), here rather than in `_checkin`: under load most lends are that long.
+            if now - entry.lent_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn):
+                pool._checkin(entry, True)  # (it looks again, and drops it)
                 return
             if pool._observer is not None:  # before the release: then it may be lent again
                 pool._observer.returned(now - entry.lent_at)
