@@ -122,8 +122,12 @@ class BasePool(Generic[ConnT]):
         self._observer: PoolObserver | None = None
 
     def _new_core(self) -> PoolCore[ConnT]:
-        """The engine, in the mode the class asks for (`_keeps_idle`)."""
-        return PoolCore(replace(self.settings.core(), keep_idle=self._keeps_idle), name=self.name)
+        """The engine, in the mode the class asks for (`_keeps_idle`), probing as the
+        manager asks (`_probe_after_idle`)."""
+        settings = replace(
+            self.settings.core(), keep_idle=self._keeps_idle, probe_after=self._probe_after_idle
+        )
+        return PoolCore(settings, name=self.name)
 
     def _new_machinery(self) -> None:
         """Create the flavour's lock, queue clock, workers and events."""

@@ -503,7 +503,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
             if needs_check:
                 ok = await self._check_before_lending(entry, deadline)
             elif (
-                monotonic() - entry.verified_at <= self._probe_after_idle  # just handed over
+                monotonic() - entry.seen_at <= self._probe_after_idle  # just handed over
                 or not self.manager.is_broken(entry.conn)
             ):
                 ok = True
@@ -607,12 +607,14 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
             actions = self._core.discard(entry, monotonic(), reason)
         await self._run(actions)
 
-    async def _checkin(self, entry: Entry[ConnT], clean: bool = False) -> None:
-        """Probe and reset a returned connection, then give it back (or drop it).
+    async def _checkin(self, entry: Entry[ConnT]) -> None:
+        """Reset a returned connection, then give it back (or drop it).
 
-        `clean`: the manager already said there is nothing to reset (`is_clean`).
-        The guard's fast path skips all this for a clean connection lent too briefly
-        for news of a lost server to have arrived.
+        No probe: a connection that died while lent (terminated backend, restart) and
+        came back unused looks IDLE, and only its socket knows; but one lent longer
+        than `_probe_after_idle` comes back unseen (`Entry.seen_at`), and is probed
+        before it is lent again, whoever takes it (one probe per lend, not two under
+        load: a return and a hand-over).
         """
         if entry.state == ORPHANED:
             self._leave_orphan(entry)
@@ -620,12 +622,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         broken = reset = False
         now = monotonic()
         try:
-            # A connection that died while lent (terminated backend, restart) and came
-            # back unused looks IDLE: only its socket knows, and the fast path trusts a
-            # connection returned less than `_probe_after_idle` ago, so look now.
-            if now - entry.lent_at > self._probe_after_idle and self.manager.is_broken(entry.conn):
-                broken = True
-            elif not clean and not self._is_clean(entry.conn):
+            if not self._is_clean(entry.conn):
                 await self.manager.reset(entry.conn, self.settings.reset_timeout)
                 reset = True
                 now = monotonic()
@@ -901,7 +898,7 @@ class AsyncConnectionGuard(Generic[ConnT]):
         # sync-only:     lock.release()
         entry = pool._core.lend_fast(now)  # async-only
         if entry is None or (
-            now - entry.verified_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn)
+            now - entry.seen_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn)
         ):
             entry = await pool._checkout(self._timeout, entry)
         elif pool._check_callback is not None:
@@ -930,13 +927,6 @@ class AsyncConnectionGuard(Generic[ConnT]):
             else pool._is_clean(entry.conn)
         ):
             now = monotonic()
-            # Lent long enough for news of a lost server: look at its socket (no round
-            # trip), here rather than in `_checkin`: under load most lends are that long.
-            if now - entry.lent_at > pool._probe_after_idle and pool.manager.is_broken(
-                entry.conn
-            ):
-                await pool._checkin(entry, True)  # (it looks again, and drops it)
-                return
             if pool._observer is not None:  # before the release: then it may be lent again
                 pool._observer.returned(now - entry.lent_at)
             # The fast path, inlined: one call fewer.

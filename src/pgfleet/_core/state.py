@@ -41,7 +41,9 @@ it connected, passed a check or came back clean). It is checked before it is
 lent when it has been idle longer than ``check_after_idle`` or when it predates
 the *suspect mark*: when one connection is found dead, every connection older
 than that moment is suspect, and the idle ones are checked by maintenance
-straight away.
+straight away. Cheaper than a check, the shell's *probe* (a look at the socket,
+no round trip) comes before every lend of a connection unseen for longer than
+``probe_after`` (``seen_at``: a lend longer than that does not count as seen).
 
 Connects: connection attempts run at most ``max_connecting`` at a time. After
 a failure the engine marks the database *down* and backs off (exponential,
@@ -134,6 +136,10 @@ class CoreSettings:
     backoff: Backoff = field(default_factory=Backoff)
     #: False: keep no idle connection (a null pool; ``min_size`` must be 0).
     keep_idle: bool = True
+    #: The shell probes (looks at its socket) a connection unseen for longer than this
+    #: before lending it: the manager's ``probe_after_idle``. The engine needs it at a
+    #: return, to tell whether the lend was short enough to count as seen (`Entry.seen_at`).
+    probe_after: float = 0.0
 
 
 class Entry(Generic[T]):
@@ -146,6 +152,7 @@ class Entry(Generic[T]):
         "created_at",
         "expires_at",
         "verified_at",
+        "seen_at",
         "idle_since",
         "lent_at",
         "waited",
@@ -160,6 +167,11 @@ class Entry(Generic[T]):
         self.created_at = now
         self.expires_at = expires_at
         self.verified_at = now
+        #: When it last showed itself working: connected, checked, probed, reset, or
+        #: back from a lend no longer than ``probe_after`` (a longer one keeps the time
+        #: from before it: news of a lost server may have come meanwhile, so the shell
+        #: probes it before the next lend, rather than at the return).
+        self.seen_at = now
         self.idle_since = now
         self.lent_at = now
         #: How its current lend was counted (`Counters.observe_lend`): the seconds
@@ -232,6 +244,7 @@ class PoolCore(Generic[T]):
             INF if settings.check_after_idle is None else settings.check_after_idle
         )
         self._max_size = settings.max_size
+        self._probe_after = settings.probe_after
         # Without an idle stack every return takes the slow path (`_pool` decides).
         self._no_fast_path = (
             self.closed or settings.leak_timeout is not None or not settings.keep_idle
@@ -418,6 +431,8 @@ class PoolCore(Generic[T]):
             # engine's entries, so no lookup in `members` is needed on this hot path.
             return NO_ACTIONS
         usage = now - entry.lent_at
+        if usage <= self._probe_after or reset:  # (a reset is a round trip)
+            entry.seen_at = now
         # Recorded in a batch, bucketed later (see `Histogram.pending`); the list is
         # read from the engine, not through `counters.usage_time`: two attribute
         # reads fewer on every return.
@@ -505,7 +520,7 @@ class PoolCore(Generic[T]):
             counters.checks_failed += 1
             actions.append(self._forget(entry, "check_failed"))
             return self._refill(now, actions)
-        entry.verified_at = now
+        entry.verified_at = entry.seen_at = now
         if self.closed:
             actions.append(self._forget(entry, "pool_closed"))
         elif entry.retired or entry.expires_at <= now:
@@ -523,7 +538,7 @@ class PoolCore(Generic[T]):
     def check_passed(self, entry: Entry[T], now: float) -> None:
         """A lent connection passed its check before use (a failure goes to `discard`)."""
         self.counters.checks += 1
-        entry.verified_at = now
+        entry.verified_at = entry.seen_at = now
 
     # -- connects --------------------------------------------------------------------
 

@@ -58,9 +58,9 @@ class Manager(ABC, Generic[T]):
 
     __slots__ = ()
 
-    #: Seconds: the pool does not call `is_broken` on a resource known good more
-    #: recently than this (just handed over by another caller, or returned by a block
-    #: shorter than this). 0: ask every time.
+    #: Seconds: the pool calls `is_broken` before lending a resource unseen for longer
+    #: than this (idle that long, or back from a longer lend); not on one seen more
+    #: recently (just handed over, or back from a shorter block). 0: ask every time.
     probe_after_idle: float = 0.0
 
     # -- required -----------------------------------------------------------------
@@ -94,9 +94,9 @@ class Manager(ABC, Generic[T]):
     def is_broken(self, conn: T) -> bool:
         """True when `conn` is certainly unusable; judged without waiting.
 
-        Called before lending an idle resource and when one is returned (both unless
-        it was known good within `probe_after_idle`), before `check`, and by the
-        transaction helpers after an error. No round trip, no blocking: a look at the
+        Called before lending a resource unless it was seen working within
+        `probe_after_idle` (a lend longer than that does not count), before `check`, and
+        by the transaction helpers after an error. No round trip, no blocking: a look at the
         resource's own state, at most a non-blocking read. True: the pool closes it and
         uses another. Must not raise.
         """

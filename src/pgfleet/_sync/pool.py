@@ -493,7 +493,7 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
             if needs_check:
                 ok = self._check_before_lending(entry, deadline)
             elif (
-                monotonic() - entry.verified_at <= self._probe_after_idle  # just handed over
+                monotonic() - entry.seen_at <= self._probe_after_idle  # just handed over
                 or not self.manager.is_broken(entry.conn)
             ):
                 ok = True
@@ -597,12 +597,14 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
             actions = self._core.discard(entry, monotonic(), reason)
         self._run(actions)
 
-    def _checkin(self, entry: Entry[ConnT], clean: bool = False) -> None:
-        """Probe and reset a returned connection, then give it back (or drop it).
+    def _checkin(self, entry: Entry[ConnT]) -> None:
+        """Reset a returned connection, then give it back (or drop it).
 
-        `clean`: the manager already said there is nothing to reset (`is_clean`).
-        The guard's fast path skips all this for a clean connection lent too briefly
-        for news of a lost server to have arrived.
+        No probe: a connection that died while lent (terminated backend, restart) and
+        came back unused looks IDLE, and only its socket knows; but one lent longer
+        than `_probe_after_idle` comes back unseen (`Entry.seen_at`), and is probed
+        before it is lent again, whoever takes it (one probe per lend, not two under
+        load: a return and a hand-over).
         """
         if entry.state == ORPHANED:
             self._leave_orphan(entry)
@@ -610,12 +612,7 @@ class Pool(BasePool[ConnT], Generic[ConnT]):
         broken = reset = False
         now = monotonic()
         try:
-            # A connection that died while lent (terminated backend, restart) and came
-            # back unused looks IDLE: only its socket knows, and the fast path trusts a
-            # connection returned less than `_probe_after_idle` ago, so look now.
-            if now - entry.lent_at > self._probe_after_idle and self.manager.is_broken(entry.conn):
-                broken = True
-            elif not clean and not self._is_clean(entry.conn):
+            if not self._is_clean(entry.conn):
                 self.manager.reset(entry.conn, self.settings.reset_timeout)
                 reset = True
                 now = monotonic()
@@ -889,7 +886,7 @@ class ConnectionGuard(Generic[ConnT]):
         finally:
             lock.release()
         if entry is None or (
-            now - entry.verified_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn)
+            now - entry.seen_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn)
         ):
             entry = pool._checkout(self._timeout, entry)
         elif pool._check_callback is not None:
@@ -918,11 +915,6 @@ class ConnectionGuard(Generic[ConnT]):
             else pool._is_clean(entry.conn)
         ):
             now = monotonic()
-            # Lent long enough for news of a lost server: look at its socket (no round
-            # trip), here rather than in `_checkin`: under load most lends are that long.
-            if now - entry.lent_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn):
-                pool._checkin(entry, True)  # (it looks again, and drops it)
-                return
             if pool._observer is not None:  # before the release: then it may be lent again
                 pool._observer.returned(now - entry.lent_at)
             # The fast path, inlined: one call fewer.
