@@ -89,6 +89,9 @@ class BasePool(Generic[ConnT]):
     _lock: AbstractContextManager[Any]
     _redact: Callable[[str], str]
     _is_permanent: Callable[[BaseException], bool]
+    #: The manager's ``probe_after_idle``: a connection unseen for longer is probed
+    #: (`is_broken`) before it is lent.
+    _probe_after_idle: float
     _checkout_stacks: dict[int, str]
     _borrowed: dict[int, Entry[ConnT]]
 
