@@ -906,19 +906,19 @@ class AsyncConnectionGuard(Generic[ConnT]):
     async def __aenter__(self) -> ConnT:
         pool = self._pool
         now = monotonic()
-        core = pool._core
-        entry = None
-        # Nothing idle (read unlocked: a hint, lend_fast decides): straight to the queue,
-        # without the engine call, as every checkout under oversubscription.
-        if core.idle:
-            # No lock round in asyncio (the engine never awaits): see `AsyncCoreLock`.  # async-only
-            # sync-only: lock = pool._lock
-            # sync-only: lock.acquire()
-            # sync-only: try:
-            # sync-only:     entry = core.lend_fast(now)
-            # sync-only: finally:
-            # sync-only:     lock.release()
-            entry = core.lend_fast(now)  # async-only
+        # No lock round in asyncio (the engine never awaits): see `AsyncCoreLock`.  # async-only
+        # sync-only: entry = None
+        # sync-only: # Nothing idle (read unlocked: a hint, lend_fast decides): straight to
+        # sync-only: # the queue, without the lock round (callgrind: 1.3k instructions a
+        # sync-only: # queued checkout, for 0.2k on the others).
+        # sync-only: if pool._core.idle:
+        # sync-only:     lock = pool._lock
+        # sync-only:     lock.acquire()
+        # sync-only:     try:
+        # sync-only:         entry = pool._core.lend_fast(now)
+        # sync-only:     finally:
+        # sync-only:         lock.release()
+        entry = pool._core.lend_fast(now)  # async-only
         if entry is None or (
             now - entry.seen_at > pool._probe_after_idle and pool.manager.is_broken(entry.conn)
         ):

@@ -896,15 +896,15 @@ class ConnectionGuard(Generic[ConnT]):
     def __enter__(self) -> ConnT:
         pool = self._pool
         now = monotonic()
-        core = pool._core
         entry = None
-        # Nothing idle (read unlocked: a hint, lend_fast decides): straight to the queue,
-        # without the engine call, as every checkout under oversubscription.
-        if core.idle:
+        # Nothing idle (read unlocked: a hint, lend_fast decides): straight to
+        # the queue, without the lock round (callgrind: 1.3k instructions a
+        # queued checkout, for 0.2k on the others).
+        if pool._core.idle:
             lock = pool._lock
             lock.acquire()
             try:
-                entry = core.lend_fast(now)
+                entry = pool._core.lend_fast(now)
             finally:
                 lock.release()
         if entry is None or (
