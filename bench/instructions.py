@@ -5,6 +5,7 @@ Run from the repository root (needs ``valgrind``; ``apt-get install valgrind``):
     .venv/bin/python -m bench.instructions                  # every contender, ~3 minutes
     .venv/bin/python -m bench.instructions --only pgfleet.Pool --cycles 5000
     .venv/bin/python -m bench.instructions --opcodes        # bytecodes per cycle, by function
+    .venv/bin/python -m bench.instructions --queued --query "SELECT 1" --real-clock
 
 Each contender runs in its own Python process under ``valgrind --tool=callgrind``: open a
 pool of one connection, warm it up, run ``with pool.connection(): pass`` N times, close.
@@ -15,6 +16,14 @@ cluster is started (``tests/support/cluster.py``) and destroyed at the end.
 
 The yardstick is ``bench/reference_pool.py``, the least a first-come-first-served pool can
 do; the target (issue #15) is pgfleet at most 1.5x its instructions, in both flavours.
+
+``--queued`` counts the path every checkout takes under oversubscription (64 workers on 8
+connections): two workers share the one connection, each yielding inside its block, so
+every checkout queues and every return hands the connection over. ``--query "SELECT 1"``
+runs a query in each block instead, so that the count takes in the driver too: the
+client's whole cost per query, the figure behind the oversubscribed throughput. Add
+``--real-clock`` for the probes a loaded machine makes (under callgrind every lend then
+lasts longer than 1 ms); the count then moves by about 2 % from run to run.
 
 ``--opcodes`` runs the loops without valgrind under a bytecode tracer instead and prints
 the bytecodes executed per cycle in each Python function: the profile by function that
@@ -64,6 +73,8 @@ STEADY_VARIABLE: Final = "PGFLEET_BENCH_STEADY_CLOCK"
 QUEUED_VARIABLE: Final = "PGFLEET_BENCH_QUEUED"
 #: Workers sharing the one connection in ``--queued``: all but one are always queued.
 QUEUED_WORKERS: Final = 2
+#: The query each ``--queued`` holder runs (``--query``), instead of only yielding.
+QUERY_VARIABLE: Final = "PGFLEET_BENCH_QUERY"
 DEFAULT_CYCLES: Final = 20_000
 
 Acquire = Callable[[], AbstractContextManager[Any]]
@@ -172,14 +183,19 @@ async def cycles_async(acquire: AsyncAcquire, n: int) -> None:
 def queued_sync(acquire: Acquire, n: int) -> None:
     """`n` cycles by `QUEUED_WORKERS` threads on one connection: every checkout queues.
 
-    Each holder gives up the GIL inside its block (``time.sleep(0)``), so the other
-    thread runs, finds the connection lent and parks; the return hands it over.
+    Each holder gives up the GIL inside its block (``time.sleep(0)``, or the query's
+    wait), so the other thread runs, finds the connection lent and parks; the return
+    hands it over.
     """
+    query = os.environ.get(QUERY_VARIABLE)
 
     def worker(count: int) -> None:
         for _ in range(count):
-            with acquire():
-                time.sleep(0)
+            with acquire() as conn:
+                if query:
+                    conn.execute(query)
+                else:
+                    time.sleep(0)
 
     threads = [
         threading.Thread(target=worker, args=(n // QUEUED_WORKERS,)) for _ in range(QUEUED_WORKERS)
@@ -193,14 +209,19 @@ def queued_sync(acquire: Acquire, n: int) -> None:
 async def queued_async(acquire: AsyncAcquire, n: int) -> None:
     """`n` cycles by `QUEUED_WORKERS` tasks on one connection: every checkout queues.
 
-    Each holder yields to the loop inside its block (``asyncio.sleep(0)``), so the
-    other task runs, finds the connection lent and queues; the return hands it over.
+    Each holder yields to the loop inside its block (``asyncio.sleep(0)``, or the
+    query's wait), so the other task runs, finds the connection lent and queues; the
+    return hands it over.
     """
+    query = os.environ.get(QUERY_VARIABLE)
 
     async def worker(count: int) -> None:
         for _ in range(count):
-            async with acquire():
-                await asyncio.sleep(0)
+            async with acquire() as conn:
+                if query:
+                    await conn.execute(query)
+                else:
+                    await asyncio.sleep(0)
 
     await asyncio.gather(*(worker(n // QUEUED_WORKERS) for _ in range(QUEUED_WORKERS)))
 
@@ -413,6 +434,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"{QUEUED_WORKERS} workers on the one connection: every checkout queues",
     )
     parser.add_argument(
+        "--query",
+        metavar="SQL",
+        help="with --queued: each holder runs this query (the count then takes in the driver)",
+    )
+    parser.add_argument(
         "--real-clock",
         action="store_true",
         help="leave pgfleet on the real clock (see steady_clock: slow paths then show)",
@@ -423,6 +449,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.query and not args.queued:
+        raise SystemExit("--query goes with --queued")
     if args.child is not None:
         run_child(args.child, os.environ[DSN_VARIABLE], args.cycles)
         return 0
@@ -434,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with database(args.dsn) as dsn:
         os.environ[STEADY_VARIABLE] = "0" if args.real_clock else "1"
         os.environ[QUEUED_VARIABLE] = "1" if args.queued else "0"
+        os.environ[QUERY_VARIABLE] = args.query or ""
         if args.opcodes:
             for name in names:
                 print(opcodes(name, dsn, min(args.cycles, 2000)))

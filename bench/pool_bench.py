@@ -199,6 +199,8 @@ class LoadSlice:
 
     seconds: float
     workers: list[WorkerResult]
+    #: CPU time this process (every thread) used meanwhile: the client's side only.
+    cpu_seconds: float
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,10 @@ class LoadRun:
     #: Checkout wait around the benchmark's own ``with``: None without a pool (raw).
     wait_p99_ms: float | None
     wait_max_ms: float | None
+    #: The client process's CPU time per query, in µs: what the pool, the driver and the
+    #: event loop or threads cost. Less moved by other jobs on the machine than the
+    #: throughput (which they take cores from), so it shows smaller differences.
+    cpu_us_per_query: float
 
     @classmethod
     def merge(cls, slices: Sequence[LoadSlice]) -> LoadRun:
@@ -226,10 +232,14 @@ class LoadRun:
             jain=jain_index(per_worker),
             wait_p99_ms=percentile(waits, 0.99) * 1e3 if waits else None,
             wait_max_ms=waits[-1] * 1e3 if waits else None,
+            cpu_us_per_query=sum(s.cpu_seconds for s in slices) / max(sum(per_worker), 1) * 1e6,
         )
 
     def brief(self) -> str:
-        text = f"{self.qps:,.0f} q/s, ops/worker {min(self.per_worker)}-{max(self.per_worker)}"
+        text = (
+            f"{self.qps:,.0f} q/s, {self.cpu_us_per_query:.0f} µs CPU/q,"
+            f" ops/worker {min(self.per_worker)}-{max(self.per_worker)}"
+        )
         if self.wait_max_ms is not None:
             text += f", wait p99 {self.wait_p99_ms:.2f} ms max {self.wait_max_ms:.2f} ms"
         return text
@@ -586,9 +596,11 @@ def run_threads(workers: Sequence[SyncWorker], seconds: float) -> LoadSlice:
     for thread in threads:
         thread.start()
     started = None
+    cpu_started = 0.0
     try:
         start_line.wait()
         started = clock()
+        cpu_started = time.process_time()
         time.sleep(seconds)
     finally:
         stop.stopped = True
@@ -602,7 +614,7 @@ def run_threads(workers: Sequence[SyncWorker], seconds: float) -> LoadSlice:
             thread.join(max(give_up - clock(), 0.0))
     assert started is not None
     elapsed = clock() - started
-    return LoadSlice(elapsed, first_failure(outcomes))
+    return LoadSlice(elapsed, first_failure(outcomes), time.process_time() - cpu_started)
 
 
 async def run_tasks(workers: Sequence[AsyncWorker], seconds: float) -> LoadSlice:
@@ -618,6 +630,7 @@ async def run_tasks(workers: Sequence[AsyncWorker], seconds: float) -> LoadSlice
     await asyncio.sleep(0)  # every task reaches the start line
     start_line.set()
     started = clock()
+    cpu_started = time.process_time()
     try:
         await asyncio.sleep(seconds)
     finally:
@@ -627,7 +640,9 @@ async def run_tasks(workers: Sequence[AsyncWorker], seconds: float) -> LoadSlice
             task.cancel()
     elapsed = clock() - started
     return LoadSlice(
-        elapsed, first_failure([task_outcome(t) if t in done else None for t in tasks])
+        elapsed,
+        first_failure([task_outcome(t) if t in done else None for t in tasks]),
+        time.process_time() - cpu_started,
     )
 
 
@@ -1021,6 +1036,9 @@ def report_oversubscribed(rows: Sequence[Row[LoadRun]], repeat: int) -> str:
     def slowest_worker(row: Row[LoadRun]) -> int:
         return min(min(run.per_worker) for run in row.runs)
 
+    def cpu(row: Row[LoadRun]) -> float:
+        return median([run.cpu_us_per_query for run in row.runs])
+
     def spread(row: Row[LoadRun]) -> str:
         """Least and most served workers' queries in the run of median throughput."""
         run = sorted(row.runs, key=lambda r: r.qps)[(len(row.runs) - 1) // 2]
@@ -1031,7 +1049,8 @@ def report_oversubscribed(rows: Sequence[Row[LoadRun]], repeat: int) -> str:
         f"Median of {repeat} runs per cell, but `ops per worker` (queries completed by the"
         " least and the most served worker, in the run of median throughput) and `(worst)`"
         " (the longest wait of all runs). A wait is the time to enter the `with` block, as the"
-        " worker sees it.",
+        " worker sees it. Client CPU: this process's CPU time (all threads) per query: the"
+        " pool's, the driver's and the threads' or event loop's work, without the server's.",
         "Targets for pgfleet (issue #15): ≥ 0.95x the reference pool's throughput, ahead of"
         " the other pools, no starved worker, worst wait ≤ the reference's.",
         "",
@@ -1048,6 +1067,8 @@ def report_oversubscribed(rows: Sequence[Row[LoadRun]], repeat: int) -> str:
                     f"{qps(row):,.0f}",
                     ratio(qps(row) / qps(yardstick)),
                     ratio(qps(row) / qps(peer)),
+                    f"{cpu(row):.0f}",
+                    ratio(cpu(row) / cpu(yardstick)),
                     spread(row),
                     f"{median([run.jain for run in row.runs]):.3f}",
                     f"{median([run.wait_p99_ms or 0.0 for run in row.runs]):.2f}",
@@ -1074,6 +1095,8 @@ def report_oversubscribed(rows: Sequence[Row[LoadRun]], repeat: int) -> str:
         "queries/s",
         "÷ reference",
         "÷ psycopg_pool",
+        "client CPU µs per query",
+        "CPU ÷ reference",
         "ops per worker",
         "Jain",
         "wait p99 ms",

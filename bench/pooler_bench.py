@@ -200,13 +200,14 @@ def run_select(acquire: Acquire, seconds: float, *, workers: int) -> LoadSlice:
     try:
         start_line.wait()
         started = clock()
+        cpu_started = time.process_time()
         time.sleep(seconds)
     finally:
         stop.stopped = True
         start_line.abort()
         for thread in threads:
             thread.join(15)
-    return LoadSlice(clock() - started, first_failure(outcomes))
+    return LoadSlice(clock() - started, first_failure(outcomes), time.process_time() - cpu_started)
 
 
 def bench_checkout(dsn: str, budget: Budget) -> list[Row[CheckoutRun]]:

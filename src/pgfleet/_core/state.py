@@ -373,7 +373,7 @@ class PoolCore(Generic[T]):
             return entry, needs_check, actions
         return None, False, self._refill(now, actions)
 
-    def enqueue(self, waiter: Waiter, now: float) -> list[Action] | Refusal:
+    def enqueue(self, waiter: Waiter, now: float) -> Sequence[Action] | Refusal:
         """Queue a caller that found nothing idle; may start connects.
 
         Returns the actions, or a `Refusal` when the caller may not queue: the pool
@@ -384,17 +384,20 @@ class PoolCore(Generic[T]):
             return "closed"
         if not self.opened:
             return "not_open"
-        if self.settings.max_waiting and len(self.waiters) >= self.settings.max_waiting:
+        max_waiting = self.settings.max_waiting
+        if max_waiting and len(self.waiters) >= max_waiting:
             self.counters.rejected += 1
             return "queue_full"
         waiter.enqueued_at = now
         self.waiters.append(waiter)
+        if not self.idle and len(self.members) + self.connecting >= self._max_size:
+            # Nothing idle, nothing to refill: every queued checkout under
+            # oversubscription, which this test spares the rest (and a list).
+            return NO_ACTIONS
         actions: list[Action] = []
         # A connection may have come back between the caller's fast path and now.
         if self.idle:
             self._serve_from_idle(now, actions)
-        # A full pool has nothing to refill: under oversubscription every checkout
-        # queues, and the tests before the calls save two of them a queued checkout.
         if waiter.outcome is None and len(self.members) + self.connecting < self._max_size:
             self._refill(now, actions, demand=True)
         return actions
