@@ -23,7 +23,7 @@ every checkout queues and every return hands the connection over. ``--query "SEL
 runs a query in each block instead, so that the count takes in the driver too: the
 client's whole cost per query, the figure behind the oversubscribed throughput. Add
 ``--real-clock`` for the probes a loaded machine makes (under callgrind every lend then
-lasts longer than 1 ms); the count then moves by about 2 % from run to run.
+lasts longer than 1 ms); the count then moves by a few percent from run to run.
 
 ``--opcodes`` runs the loops without valgrind under a bytecode tracer instead and prints
 the bytecodes executed per cycle in each Python function: the profile by function that
@@ -344,8 +344,11 @@ def count(
     }
 
 
-def report(counts: dict[str, Count]) -> str:
-    """A Markdown table: instructions per cycle, and the ratio to the flavour's yardstick."""
+def report(counts: dict[str, Count], *, queued: bool = False) -> str:
+    """A Markdown table: instructions per cycle, and the ratio to the flavour's yardstick.
+
+    The 1.5x target is the uncontended cycle's; a `queued` count has none of its own.
+    """
     lines = [
         "| flavour | pool | instructions per cycle | ÷ reference |",
         "| --- | --- | ---: | ---: |",
@@ -356,17 +359,22 @@ def report(counts: dict[str, Count]) -> str:
         yardstick = counts.get(contender.reference or "")
         share = "—" if yardstick is None else f"{result.per_cycle / yardstick.per_cycle:.2f}x"
         lines.append(f"| {result.flavour} | {result.name} | {result.per_cycle:,.0f} | {share} |")
-        if result.name.startswith("pgfleet.") and yardstick is not None:
+        if result.name.startswith("pgfleet.") and yardstick is not None and not queued:
             ratio = result.per_cycle / yardstick.per_cycle
             verdict = "met" if ratio <= 1.5 else f"missed, {ratio / 1.5 - 1:.0%} over"
             notes.append(f"- {result.flavour}: {ratio:.2f}x the reference ({verdict})")
     cycles = next(iter(counts.values())).cycles if counts else 0
+    target = (
+        f" Every checkout queued ({QUEUED_WORKERS} workers on one connection): no target of"
+        " its own; it is the path of the oversubscribed throughput."
+        if queued
+        else " Target: pgfleet ≤ 1.5x the reference pool's instructions per cycle."
+    )
     return "\n".join(
         [
             *lines,
             "",
-            f"callgrind, {cycles:,} cycles minus 0 cycles, divided by {cycles:,}."
-            " Target: pgfleet ≤ 1.5x the reference pool's instructions per cycle.",
+            f"callgrind, {cycles:,} cycles minus 0 cycles, divided by {cycles:,}.{target}",
             "",
             *notes,
         ]
@@ -468,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(opcodes(name, dsn, min(args.cycles, 2000)))
             return 0
         counts = count(names, dsn, args.cycles, args.jobs, steady=not args.real_clock)
-    print(report(counts))
+    print(report(counts, queued=args.queued))
     if args.json is not None:
         document = {name: vars(c) | {"per_cycle": c.per_cycle} for name, c in counts.items()}
         args.json.write_text(json.dumps(document, indent=2) + "\n")
