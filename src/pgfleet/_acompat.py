@@ -83,7 +83,9 @@ class AsyncWaiter(state.Waiter):
             try:
                 future.set_result(True)
             except RuntimeError:  # "Event loop is closed": scheduling its wake-up failed
-                return False
+                if self.loop.is_closed():
+                    return False
+                raise
         return True
 
     def wait(self, timeout: float) -> asyncio.Future[bool]:
@@ -113,7 +115,7 @@ class AsyncWaiter(state.Waiter):
 class AsyncQueueClock:
     """Times out one pool's queued callers: per event loop, one timer, for the earliest deadline.
 
-    The callers are the engine's own queue (`queued`, read when a timer fires) and a
+    The callers are the engine's own queue (`queued`, read when a timer fires), and a
     caller's deadline is a field of its waiter: queueing costs a store and a comparison.
     (A timer per caller, ``asyncio.timeout`` or ``call_later``, cost about 3 % of the
     throughput with 64 tasks on 8 connections; a list of callers per clock, ~70 bytecodes
@@ -123,7 +125,7 @@ class AsyncQueueClock:
 
     __slots__ = ("_queued", "_timers")
 
-    def __init__(self, queued: Callable[[], Iterable[state.Waiter]]) -> None:
+    def __init__(self, queued: Iterable[state.Waiter]) -> None:
         self._queued = queued
         #: Per loop: the deadline its timer is set for, and the timer.
         self._timers: dict[asyncio.AbstractEventLoop, tuple[float, asyncio.TimerHandle]] = {}
@@ -151,7 +153,7 @@ class AsyncQueueClock:
         self._timers.pop(loop, None)
         now = monotonic()
         earliest = math.inf
-        for waiter in list(self._queued()):  # a copy: another loop's thread may queue
+        for waiter in list(self._queued):  # a copy: another loop's thread may queue
             if not isinstance(waiter, AsyncWaiter) or waiter.loop is not loop or waiter.done():
                 continue
             if waiter.deadline <= now:
@@ -196,7 +198,7 @@ class QueueClock:
 
     __slots__ = ()
 
-    def __init__(self, queued: Callable[[], Iterable[state.Waiter]]) -> None:
+    def __init__(self, queued: Iterable[state.Waiter]) -> None:
         pass
 
 

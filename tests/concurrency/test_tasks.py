@@ -492,6 +492,22 @@ async def test_queue_deadlines_hold_across_event_loops() -> None:
         assert time.monotonic() - started < deadline_bound(later_timeout)
 
 
+async def test_a_caller_queued_across_a_fork_still_times_out() -> None:
+    """In a forked child the pool drops its engine and makes a new one (what the at-fork
+    hook does): a caller queued in the old one (a task copied into the child) must still
+    get its timeout, from the old engine's queue clock."""
+    pool = AsyncPool(manager=AsyncStressManager(seed=4), min_size=1, max_size=1)
+    async with pool, pool.connection():
+        queued = asyncio.create_task(pool.getconn(timeout=0.2))
+        await asyncio.sleep(0)
+        assert len(pool._core.waiters) == 1
+        pool._forget_after_fork()
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            await asyncio.wait_for(queued, 5)
+        assert time.monotonic() - started < deadline_bound(0.2)
+
+
 async def test_callers_giving_up_do_not_pile_up_behind_a_patient_one() -> None:
     """A storm of callers who give up behind one still waiting leaves nothing behind: the
     engine's queue holds the patient one only, and the queue clock keeps no caller of its

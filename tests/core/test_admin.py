@@ -107,7 +107,9 @@ def test_forget_all_drops_everything_without_closing() -> None:
     assert lent in entries
     assert all(entry.state == "orphaned" for entry in entries)  # never to be touched
     assert core.size == 0
-    assert core.stats().waiting == 0
+    # The queued caller stays queued, to time out: the shell drops this engine, not the
+    # deadlines of the callers in it (see tests/concurrency/test_tasks.py).
+    assert core.stats().waiting == 1
     assert core.stats().connections_closed == {}
 
 

@@ -159,3 +159,50 @@ def test_suspect_mark_spares_entries_verified_after_it() -> None:
         entry, needs_check, _ = core.lend_idle(4.5)
         assert entry is not None
         assert not needs_check
+
+
+# -- seen_at: what the shell's probe before a lend goes by ----------------------------------
+
+
+def test_a_lend_longer_than_probe_after_leaves_the_connection_unseen() -> None:
+    core = open_filled(min_size=1, max_size=1, probe_after=0.2)
+    entry = core.lend_fast(1.0)
+    assert entry is not None
+    core.release(entry, 1.1)  # a short lend: seen working at its end
+    assert entry.seen_at == 1.1
+    assert core.lend_fast(1.2) is entry
+    core.release(entry, 2.0)  # a long one: news may have come meanwhile
+    assert entry.seen_at == 1.1
+    assert entry.verified_at == 2.0  # (the check after idle still counts from the return)
+
+
+def test_a_reset_does_not_count_as_seen() -> None:
+    """A manager's reset need not touch the socket (a callback with no I/O)."""
+    core = open_filled(min_size=1, max_size=1, probe_after=0.2)
+    entry = core.lend_fast(1.0)
+    assert entry is not None
+    core.release(entry, 2.0, reset=True)
+    assert entry.seen_at == 0.0
+
+
+def test_a_connection_given_back_unused_keeps_what_was_known_before_its_lend() -> None:
+    """A caller served as it was cancelled gives the connection back unused: the next
+    caller must still probe a connection unseen since before the lend that ended it."""
+    core = open_filled(min_size=1, max_size=1, probe_after=0.2)
+    entry = core.lend_fast(1.0)
+    assert entry is not None
+    first, second = Waiter(), Waiter()
+    core.enqueue(first, 1.5)
+    core.enqueue(second, 1.5)
+    assert handoffs(core.release(entry, 3.0)) == [(first, entry)]  # lent for 2 s: unseen
+    assert entry.seen_at == 0.0
+    # `first` was cancelled as it was served: it gives the connection back at once.
+    assert handoffs(core.give_back(entry, 3.0)) == [(second, entry)]
+    assert (entry.seen_at, entry.verified_at) == (0.0, 3.0)
+    # `second` probed it (the shell does, seen_at being old) and used it briefly.
+    core.release(entry, 3.1)
+    assert (entry.seen_at, entry.verified_at) == (3.1, 3.1)
+    # An unused lend off the idle stack changes nothing known either.
+    assert core.lend_fast(3.5) is entry
+    core.give_back(entry, 3.6)
+    assert (entry.seen_at, entry.verified_at) == (3.1, 3.1)

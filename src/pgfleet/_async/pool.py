@@ -280,9 +280,9 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
 
     def _new_machinery(self) -> None:
         self._lock = AsyncCoreLock()
-        # The queue is read when a deadline passes: `_core`'s, whichever it is then
-        # (a forked child makes a new engine).
-        self._queue_clock = AsyncQueueClock(lambda: self._core.waiters)
+        # This engine's queue, read when a deadline passes (a forked child makes a new
+        # engine and a new clock; the old clock still times out the old queue).
+        self._queue_clock = AsyncQueueClock(self._core.waiters)
         self._workers = AsyncWorkers(self.name)
         self._wakeup = AsyncEvent()
         self._state_changed = AsyncEvent()
@@ -494,7 +494,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
                     # unused, and goes back (else its slot is lost for good).
                     if entry is not None:
                         with self._lock:
-                            actions = self._core.release(entry, monotonic())
+                            actions = self._core.give_back(entry, monotonic())
                         self._run_nowait(actions)
                     raise
             if entry is None:
@@ -516,7 +516,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
             if needs_check:
                 ok = await self._check_before_lending(entry, deadline)
             elif (
-                monotonic() - entry.seen_at <= self._probe_after_idle  # just handed over
+                monotonic() - entry.seen_at <= self._probe_after_idle  # seen a moment ago
                 or not self.manager.is_broken(entry.conn)
             ):
                 ok = True
@@ -555,7 +555,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
             withdrawn = self._core.cancel(waiter, monotonic(), timed_out=False)
             outcome = waiter.outcome
             if not withdrawn and isinstance(outcome, Entry):
-                given_back = self._core.release(outcome, monotonic())
+                given_back = self._core.give_back(outcome, monotonic())
         self._run_nowait(given_back)  # outside the lock, as every action
 
     def _unserved(self, waiter: AsyncWaiter, timeout: float) -> Entry[ConnT]:
@@ -737,7 +737,7 @@ class AsyncPool(BasePool[ConnT], Generic[ConnT]):
         """A connection handed to a caller that can never take it (`AsyncWaiter.wake`
         returned False): give it back, to the next caller in line or the idle stack."""
         with self._lock:
-            actions = self._core.release(entry, monotonic())
+            actions = self._core.give_back(entry, monotonic())
         self._run_nowait(actions)
 
     def _dispatch_background(self, action: Action) -> None:

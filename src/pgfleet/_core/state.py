@@ -167,10 +167,10 @@ class Entry(Generic[T]):
         self.created_at = now
         self.expires_at = expires_at
         self.verified_at = now
-        #: When it last showed itself working: connected, checked, probed, reset, or
-        #: back from a lend no longer than ``probe_after`` (a longer one keeps the time
-        #: from before it: news of a lost server may have come meanwhile, so the shell
-        #: probes it before the next lend, rather than at the return).
+        #: When it last showed itself working, as far as the engine knows: connected,
+        #: checked, or back from a lend no longer than ``probe_after`` (a longer one keeps
+        #: the time from before it: news of a lost server may have come meanwhile, so the
+        #: shell probes it before its next lend, rather than at the return).
         self.seen_at = now
         self.idle_since = now
         self.lent_at = now
@@ -308,11 +308,14 @@ class PoolCore(Generic[T]):
         return [self._forget(entry, "pool_closed") for entry in list(self.lent.values())]
 
     def forget_all(self) -> list[Entry[T]]:
-        """Drop every connection without closing it (a forked child must not touch them)."""
+        """Drop every connection without closing it (a forked child must not touch them).
+
+        The queued callers stay in this engine's queue, to time out there (the shell
+        discards this engine, not the deadlines of callers queued in it).
+        """
         entries = list(self.members.values())
         for entry in entries:
             self._move(entry, ORPHANED)
-        self.waiters.clear()
         self.connecting = 0
         return entries
 
@@ -434,7 +437,7 @@ class PoolCore(Generic[T]):
             # engine's entries, so no lookup in `members` is needed on this hot path.
             return NO_ACTIONS
         usage = now - entry.lent_at
-        if usage <= self._probe_after or reset:  # (a reset is a round trip)
+        if usage <= self._probe_after:
             entry.seen_at = now
         # Recorded in a batch, bucketed later (see `Histogram.pending`); the list is
         # read from the engine, not through `counters.usage_time`: two attribute
@@ -489,6 +492,16 @@ class PoolCore(Generic[T]):
             actions.append(self._forget(entry, "retired" if entry.retired else "expired"))
             return self._refill(now, actions)
         self._pool(entry, now, actions)
+        return actions
+
+    def give_back(self, entry: Entry[T], now: float) -> Sequence[Action]:
+        """Take back a lent entry its caller never used (cancelled as it was served, or
+        unable to run): as `release`, but what was known of it before the lend stays
+        (``verified_at``, ``seen_at``), so that its next lend checks and probes it as
+        this one would have."""
+        verified_at, seen_at = entry.verified_at, entry.seen_at
+        actions = self.release(entry, now)
+        entry.verified_at, entry.seen_at = verified_at, seen_at
         return actions
 
     def discard(

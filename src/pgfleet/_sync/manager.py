@@ -138,9 +138,8 @@ class Manager(ABC, Generic[T]):
     def is_clean(self, conn: T) -> bool:
         """True when a returned `conn` needs neither `commit` nor `reset`.
 
-        The pool then skips both (and, for a block shorter than `probe_after_idle`,
-        `is_broken` too): the cheapest return. No I/O; must not raise. Default: False,
-        so every return is committed (``connection()`` blocks) and reset.
+        The pool then skips both: the cheapest return. No I/O; must not raise. Default:
+        False, so every return is committed (``connection()`` blocks) and reset.
         """
         return False
 
