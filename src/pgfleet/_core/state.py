@@ -401,7 +401,7 @@ class PoolCore(Generic[T]):
         # A connection may have come back between the caller's fast path and now.
         if self.idle:
             self._serve_from_idle(now, actions)
-        if waiter.outcome is None and len(self.members) + self.connecting < self._max_size:
+        if waiter.outcome is None and self.size < self._max_size:
             self._refill(now, actions, demand=True)
         return actions
 
